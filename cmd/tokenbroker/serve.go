@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/tokenbroker/tokenbroker/admin"
+	"github.com/tokenbroker/tokenbroker/cache"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/envoy"
+	"github.com/tokenbroker/tokenbroker/filter"
+)
+
+func cmdServe(args []string, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
+	path := fs.String("config", "", "configuration file (required)")
+	var lf logFlags
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "tokenbroker serve: --config FILE is required")
+		return 2
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tokenbroker serve: %v\n", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigErrors(stderr, *path, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := start(cfg, log)
+	if err != nil {
+		log.Error("start failed", zap.Error(err))
+		return 1
+	}
+	<-ctx.Done()
+	log.Info("shutting down", zap.String("signal", context.Cause(ctx).Error()))
+	srv.shutdown()
+	return 0
+}
+
+// server is one running tokenbroker: its cache, its filter and its listeners.
+type server struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	tokens  *cache.Tokens
+	current envoy.Current
+	health  *health.Server
+	grpc    *grpc.Server
+	admin   *admin.Server
+	http    *http.Server
+
+	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
+	done                chan struct{}
+}
+
+// start builds everything cfg describes and starts listening. On error
+// nothing is left running.
+func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &server{cfg: cfg, log: log, health: health.NewServer(), admin: admin.New(reg), done: make(chan struct{})}
+	s.tokens, err = cache.New(cache.Options{
+		MaxTokens:    cfg.Cache.MaxTokens,
+		ExpiryMargin: cfg.Cache.ExpiryMargin.D(),
+		RefreshAhead: cfg.Cache.RefreshAhead,
+		Logger:       log,
+		Meter:        cache.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+	sources, err := buildSources(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	f, err := filter.New(cfg, sources, s.tokens, log, filter.NewMetrics(reg))
+	if err != nil {
+		return nil, err
+	}
+	s.current.Store(f)
+
+	var lns []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range lns {
+				_ = ln.Close()
+			}
+		}
+	}()
+	listen := func(what, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen.%s: %w", what, err)
+		}
+		lns = append(lns, ln)
+		return ln, nil
+	}
+	var grpcLn, adminLn net.Listener
+	if cfg.Listen.GRPC != "" {
+		if grpcLn, err = listen("grpc", cfg.Listen.GRPC); err != nil {
+			return nil, err
+		}
+		s.grpcAddr = grpcLn.Addr()
+	}
+	if cfg.Listen.Admin != "" {
+		if adminLn, err = listen("admin", cfg.Listen.Admin); err != nil {
+			return nil, err
+		}
+		s.adminAddr = adminLn.Addr()
+	}
+
+	s.grpc = envoy.NewGRPCServer(&s.current, s.health)
+	if grpcLn != nil {
+		go func() {
+			if err := s.grpc.Serve(grpcLn); err != nil {
+				log.Error("grpc server stopped", zap.Error(err))
+			}
+		}()
+	}
+	if adminLn != nil {
+		s.http = &http.Server{Handler: s.admin, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := s.http.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server stopped", zap.Error(err))
+			}
+		}()
+	}
+	s.admin.SetReady(true)
+	log.Info("serving",
+		zap.String("version", buildVersion()),
+		zap.Stringer("grpc", addrOrOff(s.grpcAddr)),
+		zap.Stringer("admin", addrOrOff(s.adminAddr)),
+		zap.Int("credentials", len(cfg.Credentials)),
+		zap.Int("routes", len(cfg.Routes)),
+		zap.String("default_action", cfg.DefaultAction))
+	return s, nil
+}
+
+// shutdown stops taking traffic in the order load balancers and Envoy's
+// health checks need: readiness and gRPC health turn NOT_SERVING first, then
+// after shutdown.delay the listeners close while in-flight Checks finish
+// (at most shutdown.drain), then the cache stops.
+func (s *server) shutdown() {
+	s.admin.SetReady(false)
+	s.health.Shutdown()
+	if d := s.cfg.Shutdown.Delay.D(); d > 0 {
+		time.Sleep(d) // let health checkers see NOT_SERVING before the listener goes
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	drain := time.NewTimer(s.cfg.Shutdown.Drain.D())
+	defer drain.Stop()
+	select {
+	case <-stopped:
+	case <-drain.C:
+		s.log.Warn("drain deadline passed; closing remaining streams", zap.Duration("drain", s.cfg.Shutdown.Drain.D()))
+		s.grpc.Stop()
+		<-stopped
+	}
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Drain.D())
+		_ = s.http.Shutdown(ctx)
+		cancel()
+	}
+	s.closeAll()
+	s.log.Info("stopped")
+}
+
+func (s *server) closeAll() {
+	s.tokens.Close()
+}
+
+// buildSources makes a token source for every credential.
+func buildSources(cfg *config.Config, log *zap.Logger) (map[string]credential.Source, error) {
+	out := make(map[string]credential.Source, len(cfg.Credentials))
+	for name, c := range cfg.Credentials {
+		clog := log.With(zap.String("credential", name))
+		src, err := credential.FromConfig(c, func(format string, args ...any) { clog.Sugar().Infof(format, args...) })
+		if err != nil {
+			return nil, fmt.Errorf("credential %q: %w", name, err)
+		}
+		out[name] = src
+	}
+	return out, nil
+}
+
+type off struct{}
+
+func (off) String() string { return "off" }
+
+func addrOrOff(a net.Addr) fmt.Stringer {
+	if a == nil {
+		return off{}
+	}
+	return a
+}

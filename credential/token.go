@@ -1,0 +1,26 @@
+// Package credential obtains tokens from identity providers.
+//
+// A Source knows one IdP and one client; it returns a token and its expiry and
+// nothing more: caching, retries and refresh belong to package cache.
+package credential
+
+import (
+	"context"
+	"time"
+)
+
+// Token is an access token and the instant it stops being valid.
+type Token struct {
+	Value  string    // the access token; never log it
+	Type   string    // token_type as sent by the IdP, e.g. "Bearer"
+	Expiry time.Time // absolute expiry, computed from expires_in at receipt
+	Issued time.Time // when it was received
+}
+
+// Lifetime is how long the token was valid for when it was issued.
+func (t Token) Lifetime() time.Duration { return t.Expiry.Sub(t.Issued) }
+
+// Source mints a new token each time Token is called. It must be safe for concurrent use.
+type Source interface {
+	Token(ctx context.Context) (Token, error)
+}

@@ -1,0 +1,146 @@
+// Package envoy speaks Envoy's ext_authz v3 gRPC protocol (and, in later
+// files, the HTTP forward-auth dialects of other proxies). It turns wire
+// requests into filter.Requests and filter.Decisions back into responses; it
+// knows nothing about OAuth.
+package envoy
+
+import (
+	"context"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tokenbroker/tokenbroker/filter"
+)
+
+// Decider is the part of filter.Filter the servers need.
+type Decider interface {
+	Decide(ctx context.Context, r *filter.Request) filter.Decision
+}
+
+// Current holds the decider in force; a configuration reload swaps it and
+// in-flight requests finish on the one they loaded.
+type Current struct{ p atomic.Pointer[holder] }
+
+type holder struct{ d Decider }
+
+// Store makes d the decider for requests that start from now on.
+func (c *Current) Store(d Decider) { c.p.Store(&holder{d}) }
+
+// Load returns the decider in force.
+func (c *Current) Load() Decider { return c.p.Load().d }
+
+// AuthorizationServer implements envoy.service.auth.v3.Authorization.
+type AuthorizationServer struct {
+	authv3.UnimplementedAuthorizationServer
+	decider *Current
+}
+
+// NewAuthorizationServer answers Checks with the decider held in cur.
+func NewAuthorizationServer(cur *Current) *AuthorizationServer {
+	return &AuthorizationServer{decider: cur}
+}
+
+// Shared read-only parts of responses: protobuf messages are safe to marshal
+// concurrently, and sharing them keeps the hit path's allocations down.
+var (
+	appendFalse = wrapperspb.Bool(false)
+	statusOK    = &rpcstatus.Status{Code: int32(code.Code_OK)}
+	okEmpty     = &authv3.CheckResponse{
+		Status:       statusOK,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+	}
+)
+
+// Check decides one request. It never returns a Go error for a decision: an
+// error would take Envoy's failure path (status_on_error or, worse,
+// failure_mode_allow), so "no token" is an explicit 503 denial instead.
+func (s *AuthorizationServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	r := RequestFromCheck(req)
+	return Response(s.decider.Load().Decide(ctx, &r)), nil
+}
+
+// RequestFromCheck extracts what the filter needs from a CheckRequest. It
+// accepts request headers from either `headers` or `header_map` (Envoy's
+// encode_raw_headers) and tolerates any field being absent.
+func RequestFromCheck(req *authv3.CheckRequest) filter.Request {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	r := filter.Request{
+		Host:       h.GetHost(),
+		Path:       h.GetPath(),
+		Method:     h.GetMethod(),
+		Credential: attrs.GetContextExtensions()[filter.ContextExtensionKey],
+	}
+	if r.Host == "" {
+		r.Host = header(h, ":authority")
+		if r.Host == "" {
+			r.Host = header(h, "host")
+		}
+	}
+	if r.Path == "" {
+		r.Path = header(h, ":path")
+	}
+	if r.Method == "" {
+		r.Method = header(h, ":method")
+	}
+	return r
+}
+
+// header finds a lower-case header name in either representation Envoy uses.
+func header(h *authv3.AttributeContext_HttpRequest, name string) string {
+	if v, ok := h.GetHeaders()[name]; ok {
+		return v
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		if hv.GetKey() == name {
+			if hv.GetValue() != "" {
+				return hv.GetValue()
+			}
+			return string(hv.GetRawValue())
+		}
+	}
+	return ""
+}
+
+// Response turns a decision into Envoy's answer. The injected header is set
+// with BOTH append=false and append_action=OVERWRITE_IF_EXISTS_OR_ADD, which
+// every Envoy version reads as "overwrite" (see envoy #43310/#43442), and is
+// never listed in headers_to_remove, which Envoy applies after setting.
+func Response(d filter.Decision) *authv3.CheckResponse {
+	if d.Allowed {
+		if d.Header.Name == "" {
+			return okEmpty
+		}
+		return &authv3.CheckResponse{
+			Status: statusOK,
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				Headers: []*corev3.HeaderValueOption{{
+					Header:       &corev3.HeaderValue{Key: d.Header.Name, Value: d.Header.Value},
+					Append:       appendFalse,
+					AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+				}},
+			}},
+		}
+	}
+	c := code.Code_PERMISSION_DENIED
+	if d.Status >= 500 {
+		c = code.Code_UNAVAILABLE
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(c), Message: d.Reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: []*corev3.HeaderValueOption{{
+				Header:       &corev3.HeaderValue{Key: filter.ReasonHeader, Value: d.Reason},
+				Append:       appendFalse,
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}},
+		}},
+	}
+}

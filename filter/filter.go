@@ -1,0 +1,177 @@
+// Package filter decides, for one outbound request, which credential applies
+// and which headers to set or remove. It is transport-free: package envoy
+// turns wire requests into a Request and a Decision back into a response.
+package filter
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/cache"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/credential"
+)
+
+// ReasonHeader carries a short, secret-free reason on every denial.
+const ReasonHeader = "x-tokenbroker-reason"
+
+// ContextExtensionKey is the Envoy per-route context extension that names the
+// credential to use; it wins over host routes.
+const ContextExtensionKey = "credential"
+
+// Request is what the filter needs to know about one outbound request.
+type Request struct {
+	Host   string // authority, any case, may carry a port
+	Path   string // path, may include the query
+	Method string
+
+	// Credential, when set, names the credential directly (Envoy's
+	// context_extensions["credential"]) and wins over host routes.
+	Credential string
+}
+
+// Header is one header to set on the outbound request.
+type Header struct{ Name, Value string }
+
+// Decision is the filter's answer. When Allowed, Header (if Name is set) must
+// overwrite any header of that name; otherwise Status and Reason describe the
+// denial.
+type Decision struct {
+	Allowed    bool
+	Header     Header
+	Status     int    // HTTP status of a denial: 403 or 503
+	Reason     string // short and secret-free; sent in ReasonHeader
+	Credential string // the credential chosen, "" when none
+}
+
+// Filter holds the compiled routes and credentials of one configuration.
+// It is immutable after New and safe for concurrent use.
+type Filter struct {
+	routes       *table
+	bindings     map[string]*binding
+	defaultAllow bool
+	tokens       *cache.Tokens
+	log          *zap.Logger
+	m            *Metrics
+}
+
+// binding joins a credential's name, cache key, source and header format.
+type binding struct {
+	name           string
+	key            cache.Key
+	src            credential.Source
+	header         string
+	prefix, suffix string // the format split around {token}
+	formatted      atomic.Pointer[formatted]
+}
+
+// formatted memoises the header value of the current token so the hit path
+// does not build the same string on every request.
+type formatted struct{ token, value string }
+
+// New compiles cfg. sources must hold a Source for every credential in cfg.
+func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache.Tokens, log *zap.Logger, m *Metrics) (*Filter, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	f := &Filter{
+		bindings:     make(map[string]*binding, len(cfg.Credentials)),
+		defaultAllow: cfg.DefaultAction == "allow",
+		tokens:       tokens,
+		log:          log,
+		m:            m,
+	}
+	for name, c := range cfg.Credentials {
+		src, ok := sources[name]
+		if !ok {
+			return nil, errors.New("filter: no token source for credential " + name)
+		}
+		prefix, suffix, _ := strings.Cut(c.Format, "{token}")
+		f.bindings[name] = &binding{
+			name:   name,
+			key:    cache.Key{ID: c.Identity(), Name: name},
+			src:    src,
+			header: strings.ToLower(c.Header), // HTTP/2 and Envoy use lower-case names
+			prefix: prefix,
+			suffix: suffix,
+		}
+	}
+	f.routes = newTable(cfg.Routes, f.bindings)
+	return f, nil
+}
+
+// Decide picks the credential for r and returns the header to inject, or a denial.
+func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
+	b := f.pick(r)
+	if b == nil {
+		if r.Credential != "" {
+			f.m.unknown.Inc()
+			return Decision{Status: http.StatusForbidden, Reason: "unknown credential"}
+		}
+		if f.defaultAllow {
+			f.m.passThrough.Inc()
+			return Decision{Allowed: true}
+		}
+		f.m.noRoute.Inc()
+		return Decision{Status: http.StatusForbidden, Reason: "no route"}
+	}
+	tok, err := f.tokens.Get(ctx, b.key, b.src)
+	if err != nil {
+		f.m.unavailable.Inc()
+		f.log.Warn("no token for request",
+			zap.String("credential", b.name),
+			zap.String("host", r.Host),
+			zap.Error(err))
+		return Decision{Status: http.StatusServiceUnavailable, Reason: "token unavailable", Credential: b.name}
+	}
+	f.m.ok.Inc()
+	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok.Value)}}
+}
+
+func (f *Filter) pick(r *Request) *binding {
+	if r.Credential != "" {
+		return f.bindings[r.Credential]
+	}
+	return f.routes.match(r.Host, r.Path, r.Method)
+}
+
+func (b *binding) value(token string) string {
+	if m := b.formatted.Load(); m != nil && m.token == token {
+		return m.value
+	}
+	v := b.prefix + token + b.suffix
+	b.formatted.Store(&formatted{token: token, value: v})
+	return v
+}
+
+// Metrics count Checks by result, whichever transport they came through.
+type Metrics struct {
+	ok, passThrough, noRoute, unknown, unavailable prometheus.Counter
+}
+
+// NewMetrics creates the filter metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenbroker_checks_total",
+		Help: "Authorization checks by result: ok (token injected), pass_through (no route, default_action allow), no_route, unknown_credential, unavailable (no token obtainable).",
+	}, []string{"result"})
+	if reg != nil {
+		reg.MustRegister(v)
+	}
+	return &Metrics{
+		ok:          v.WithLabelValues("ok"),
+		passThrough: v.WithLabelValues("pass_through"),
+		noRoute:     v.WithLabelValues("no_route"),
+		unknown:     v.WithLabelValues("unknown_credential"),
+		unavailable: v.WithLabelValues("unavailable"),
+	}
+}
