@@ -13,8 +13,8 @@ import (
 type Token struct {
 	Value  string    // the access token; never log it
 	Type   string    // token_type as sent by the IdP, e.g. "Bearer"
-	Expiry time.Time // absolute expiry, computed from expires_in at receipt
-	Issued time.Time // when it was received
+	Expiry time.Time // absolute expiry: Issued + expires_in
+	Issued time.Time // when it was requested, so that Expiry errs early rather than late
 }
 
 // Lifetime is how long the token was valid for when it was issued.
