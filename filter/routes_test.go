@@ -35,11 +35,11 @@ func TestRouteMatching(t *testing.T) {
 		{"billing.example.com", "/", "GET", "billing"},
 		{"orders.example.com", "/", "GET", "wild"},
 		{"a.b.example.com", "/", "GET", "wild"},
-		{"example.com", "/", "GET", ""}, // *.example.com does not match the apex
-		{"x.eu.example.com", "/", "GET", "wild-eu"},                // most specific wildcard
-		{"api.eu.example.com", "/admin/users", "GET", "admin"},     // exact beats wildcard
-		{"api.eu.example.com", "/other", "GET", "wild-eu"},         // exact had no matching path
-		{"api.eu.example.com", "/admin", "GET", "wild-eu"},         // "/admin/" needs the slash
+		{"example.com", "/", "GET", ""},                        // *.example.com does not match the apex
+		{"x.eu.example.com", "/", "GET", "wild-eu"},            // most specific wildcard
+		{"api.eu.example.com", "/admin/users", "GET", "admin"}, // exact beats wildcard
+		{"api.eu.example.com", "/other", "GET", "wild-eu"},     // exact had no matching path
+		{"api.eu.example.com", "/admin", "GET", "wild-eu"},     // "/admin/" needs the slash
 		{"evil-example.com", "/", "GET", ""},
 		{"example.com.evil.net", "/", "GET", ""},
 		{"[::1]:9000", "/", "GET", "v6"},
