@@ -15,6 +15,12 @@ type Token struct {
 	Type   string    // token_type as sent by the IdP, e.g. "Bearer"
 	Expiry time.Time // absolute expiry: Issued + expires_in
 	Issued time.Time // when it was requested, so that Expiry errs early rather than late
+	Scope  string    // scope granted, when the IdP says
+
+	// Binding is opaque data a caller stores with the token and gets back on
+	// every hit (the token broker keeps a keyed hash of the secret that minted
+	// it here). It travels with the token through every cache tier.
+	Binding string
 }
 
 // Lifetime is how long the token was valid for when it was issued.
