@@ -127,7 +127,9 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 	tok, err := f.tokens.Get(ctx, b.key, b.src)
 	if err != nil {
 		f.m.unavailable.Inc()
-		f.log.Warn("no token for request",
+		// Debug, not Warn: the cache already logs each failed mint once, and
+		// an outage must not turn every denied request into a log line.
+		f.log.Debug("no token for request",
 			zap.String("credential", b.name),
 			zap.String("host", r.Host),
 			zap.Error(err))
