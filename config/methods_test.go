@@ -9,7 +9,7 @@ import (
 
 func TestProviderPresets(t *testing.T) {
 	for _, tc := range []struct {
-		name, yaml string
+		name, yaml  string
 		url, method string
 		scopes      []string
 		audience    string
