@@ -61,6 +61,7 @@ type ClientCredentials struct {
 	key          *keyFile // private_key_jwt
 	grantParam   string   // "subject_token" or "assertion": read from grantFile at each mint
 	grantFile    string
+	cert         *clientCert // tls_client_auth: checked at each mint so a rotation closes pooled connections
 }
 
 // NewClientCredentials checks c and builds a Source for it. hc nil means a shared client with
@@ -200,13 +201,14 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 	if lifetime <= 0 {
 		lifetime = DefaultLifetime
 	}
+	var cert *clientCert
 	if hc == nil {
 		var certFile, keyFile string
 		if auth == "tls_client_auth" {
 			certFile, keyFile = c.ClientCertFile, c.ClientKeyFile
 		}
 		if certFile != "" || c.CAFile != "" {
-			if hc, _, err = tokenClient(certFile, keyFile, c.CAFile); err != nil {
+			if hc, cert, err = tokenClient(certFile, keyFile, c.CAFile); err != nil {
 				return fail("%v", err)
 			}
 		} else {
@@ -230,6 +232,7 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 		key:          key,
 		grantParam:   grantParam,
 		grantFile:    grantFile,
+		cert:         cert,
 	}, nil
 }
 
@@ -261,6 +264,13 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		}
 	}
 
+	if cc.cert != nil {
+		// Connections made with a replaced certificate are closed here, so
+		// this request presents the new one.
+		if _, err := cc.cert.get(); err != nil {
+			return Response{}, err
+		}
+	}
 	form := make(url.Values, len(cc.form)+3)
 	for k, v := range cc.form {
 		form[k] = v

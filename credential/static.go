@@ -32,7 +32,7 @@ type Changer interface {
 // Static serves a fixed value, such as an API key, from configuration
 // (possibly ${ENV}) or from a file that is read again when it changes.
 type Static struct {
-	// Now stamps Issued; nil means time.Now.
+	// Now stamps Issued and paces Changed; nil means time.Now.
 	Now func() time.Time
 
 	name  string
@@ -63,10 +63,7 @@ func NewStatic(c *config.Credential) (*Static, error) {
 
 // Token returns the value, reading the file when there is one.
 func (s *Static) Token(context.Context) (Token, error) {
-	now := time.Now()
-	if s.Now != nil {
-		now = s.Now()
-	}
+	now := s.now()
 	v := s.value
 	if s.file != "" {
 		st, err := stampOf(s.file)
@@ -94,7 +91,7 @@ func (s *Static) Changed() bool {
 	if s.file == "" {
 		return false
 	}
-	now := time.Now().UnixNano()
+	now := s.now().UnixNano()
 	last := s.lastCheck.Load()
 	if now-last < int64(changeCheckInterval) || !s.lastCheck.CompareAndSwap(last, now) {
 		return false
@@ -106,4 +103,11 @@ func (s *Static) Changed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return st != s.stamp
+}
+
+func (s *Static) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
 }
