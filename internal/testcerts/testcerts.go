@@ -44,7 +44,9 @@ func NewCA(t testing.TB, name string) *CA {
 }
 
 // PEM is the CA certificate in PEM.
-func (c *CA) PEM() []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw}) }
+func (c *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})
+}
 
 // Pool is a pool holding only this CA.
 func (c *CA) Pool() *x509.CertPool {
