@@ -75,6 +75,9 @@ type Credential struct {
 	KeyID             string `yaml:"key_id"`
 	SigningAlg        string `yaml:"signing_alg"`
 	AssertionAudience string `yaml:"assertion_audience"`
+	// CertificateFile, optional, is the PEM certificate of that key: its
+	// thumbprints go in the x5t and x5t#S256 headers (Entra ID wants them).
+	CertificateFile string `yaml:"certificate_file"`
 
 	// tls_client_auth (RFC 8705): client certificate and key for the token
 	// endpoint connection, and an optional CA bundle to verify the IdP.

@@ -110,6 +110,7 @@ func (d *decoder) checkClientAuth(c *Credential, path string, optional bool) {
 	case "private_key_jwt":
 		d.check(c.ClientID != "", path+".client_id", "required")
 		d.checkFile(c.PrivateKeyFile, path+".private_key_file", "required by private_key_jwt")
+		d.checkFile(c.CertificateFile, path+".certificate_file", "")
 		switch c.SigningAlg {
 		case "", "RS256", "PS256", "ES256":
 		default:

@@ -6,7 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -69,25 +72,32 @@ func secretSigner(secret string) (jose.Signer, error) {
 // rotated key is used from the next mint on without a restart.
 type keyFile struct {
 	path, kid, alg string
+	certPath       string // optional: thumbprints for x5t / x5t#S256
 
 	mu     sync.Mutex // guards the fields below
-	stamp  fileStamp
+	stamp  [2]fileStamp
 	signer jose.Signer
 	err    error
 }
 
 // signer returns the signer for the file's current content.
 func (k *keyFile) current() (jose.Signer, error) {
-	st, err := stampOf(k.path)
-	if err != nil {
+	var st [2]fileStamp
+	var err error
+	if st[0], err = stampOf(k.path); err != nil {
 		return nil, fmt.Errorf("private_key_file: %w", err)
+	}
+	if k.certPath != "" {
+		if st[1], err = stampOf(k.certPath); err != nil {
+			return nil, fmt.Errorf("certificate_file: %w", err)
+		}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.signer != nil && st == k.stamp {
 		return k.signer, nil
 	}
-	s, err := loadSigner(k.path, k.kid, k.alg)
+	s, err := loadSigner(k.path, k.kid, k.alg, k.certPath)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +107,7 @@ func (k *keyFile) current() (jose.Signer, error) {
 
 // loadSigner parses a PEM private key (PKCS#8, PKCS#1 or SEC 1) and builds
 // a signer for alg ("" picks RS256 for RSA and ES256 for P-256).
-func loadSigner(path, kid, alg string) (jose.Signer, error) {
+func loadSigner(path, kid, alg, certPath string) (jose.Signer, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("private_key_file: %w", err)
@@ -129,11 +139,37 @@ func loadSigner(path, kid, alg string) (jose.Signer, error) {
 		return nil, fmt.Errorf("private_key_file %s: unsupported key type %T (want RSA or EC P-256)", path, key)
 	}
 	opts := (&jose.SignerOptions{}).WithType("JWT")
+	if certPath != "" {
+		der, err := certificateDER(certPath)
+		if err != nil {
+			return nil, err
+		}
+		s1, s256 := sha1.Sum(der), sha256.Sum256(der)
+		opts = opts.WithHeader("x5t", base64.RawURLEncoding.EncodeToString(s1[:])).
+			WithHeader("x5t#S256", base64.RawURLEncoding.EncodeToString(s256[:]))
+	}
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: a, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("private_key_file %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// certificateDER returns the first certificate of a PEM file.
+func certificateDER(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("certificate_file: %w", err)
+	}
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return nil, fmt.Errorf("certificate_file %s: no PEM certificate", path)
+		}
+		if blk.Type == "CERTIFICATE" {
+			return blk.Bytes, nil
+		}
+	}
 }
 
 func parsePrivateKey(b []byte) (crypto.Signer, error) {

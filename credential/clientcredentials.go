@@ -144,7 +144,7 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 		if c.PrivateKeyFile == "" {
 			return fail("private_key_file is required by private_key_jwt")
 		}
-		key = &keyFile{path: c.PrivateKeyFile, kid: c.KeyID, alg: c.SigningAlg}
+		key = &keyFile{path: c.PrivateKeyFile, kid: c.KeyID, alg: c.SigningAlg, certPath: c.CertificateFile}
 		if _, err := key.current(); err != nil {
 			return fail("%v", err)
 		}

@@ -5,9 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/internal/testcerts"
 )
 
 // testCA issues certificates for one test.
@@ -369,5 +372,39 @@ func TestStatic(t *testing.T) {
 	}
 	if tok, _ := env.Token(context.Background()); tok.Value != "from-env" || env.(credential.Changer).Changed() {
 		t.Fatalf("env value %q", tok.Value)
+	}
+}
+
+// TestPrivateKeyJWTCertificateThumbprint: with certificate_file the client
+// assertion carries x5t and x5t#S256 (Entra ID's certificate credentials).
+func TestPrivateKeyJWTCertificateThumbprint(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcerts.NewCA(t, "ca")
+	certFile, keyFile := ca.IssueFiles(t, dir, "app", "app", true)
+	certPEM, _ := os.ReadFile(certFile)
+	blk, _ := pem.Decode(certPEM)
+	s256 := sha256.Sum256(blk.Bytes)
+	got := make(chan map[jose.HeaderKey]any, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ca, err := jwt.ParseSigned(r.PostFormValue("client_assertion"), []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			oauthError(w, 401, "invalid_client", "not a JWS")
+			return
+		}
+		got <- ca.Headers[0].ExtraHeaders
+		tokenJSON(w, "t", nil)
+	}))
+	defer srv.Close()
+	src, err := credential.FromConfig(&config.Credential{Name: "entra", TokenURL: srv.URL, ClientID: "app",
+		AuthMethod: "private_key_jwt", PrivateKeyFile: keyFile, CertificateFile: certFile}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := <-got
+	if h["x5t#S256"] != base64.RawURLEncoding.EncodeToString(s256[:]) || h["x5t"] == nil {
+		t.Fatalf("headers %v", h)
 	}
 }

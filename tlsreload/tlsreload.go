@@ -43,11 +43,25 @@ func ServerConfig(c config.ListenTLS) (*tls.Config, error) {
 // For gRPC servers prefer grpc.Creds(credentials.NewTLS(ServerConfig(c))),
 // which also exposes the peer's certificate to handlers.
 func Listen(network, addr string, c config.ListenTLS) (net.Listener, error) {
-	cfg, err := ServerConfig(c)
+	if _, err := ServerConfig(c); err != nil {
+		return nil, err // before binding, so a bad file does not leave a port taken
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen(network, addr)
+	tl, err := NewListener(ln, c)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return tl, nil
+}
+
+// NewListener serves TLS per c on an existing listener, for servers that
+// create their own (an http.Server's listener, a test's).
+func NewListener(ln net.Listener, c config.ListenTLS) (net.Listener, error) {
+	cfg, err := ServerConfig(c)
 	if err != nil {
 		return nil, err
 	}
