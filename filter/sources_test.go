@@ -1,6 +1,16 @@
 package filter
 
-import "testing"
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tokenbroker/tokenbroker/cache"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/credential"
+)
 
 func TestSourcePolicy(t *testing.T) {
 	p := newSourcePolicy([]string{
@@ -42,5 +52,44 @@ func TestSourcePolicy(t *testing.T) {
 	var open *sourcePolicy = newSourcePolicy(nil)
 	if !open.allows("", "") || !open.allows("spiffe://x/y", "1.2.3.4") {
 		t.Error("an empty allowed_sources must allow everyone")
+	}
+}
+
+func TestDecideSourceNotAllowedIsCounted(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`credentials:
+  k:
+    type: static
+    value: the-key
+    allowed_sources: ['spiffe://td/ns/a/sa/*']
+routes:
+  - {host: a.example.com, credential: k}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := credential.NewStatic(cfg.Credentials["k"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := cache.New(cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	f, err := New(cfg, map[string]credential.Source{"k": src}, tokens, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/b/sa/x", SourceAddress: "10.0.0.1"})
+	if d.Allowed || d.Status != 403 || d.Reason != "source not allowed" || d.Header.Value != "" {
+		t.Fatalf("decision %+v", d)
+	}
+	if got := testutil.ToFloat64(m.sourceDenied); got != 1 {
+		t.Fatalf("source_not_allowed counted %v times", got)
+	}
+	if d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/a/sa/x"}); !d.Allowed || d.Header.Value != "Bearer the-key" {
+		t.Fatalf("allowed principal: %+v", d)
 	}
 }
