@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +74,20 @@ func TestServeGRPCWithClientCertificates(t *testing.T) {
 	}
 	if err := health(pair(otherCA)); err == nil {
 		t.Fatal("a caller with a certificate of another CA was served")
+	}
+}
+
+func TestValidateBuildsSources(t *testing.T) {
+	key := write(t, "key.pem", "not a key")
+	cfg := write(t, "tb.yaml", "credentials:\n  a:\n    token_url: https://idp.example.com/token\n    client_id: x\n    auth_method: private_key_jwt\n    private_key_file: "+key+"\n")
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", "--config", cfg}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d for an unparsable key", code)
+	}
+	if !strings.Contains(errb.String(), "credentials.a:") || !strings.Contains(errb.String(), "no PEM private key") {
+		t.Fatalf("stderr: %s", errb.String())
+	}
+	if !strings.Contains(errb.String(), "warning: credentials.a has no allowed_sources") {
+		t.Fatalf("no warning about allowed_sources: %s", errb.String())
 	}
 }
