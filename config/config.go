@@ -23,24 +23,85 @@ type Config struct {
 type Listen struct {
 	GRPC  string `yaml:"grpc"`  // ext_authz v3 + grpc.health.v1 + reflection
 	Admin string `yaml:"admin"` // /healthz /readyz /metrics
+
+	// TLS, when cert_file and key_file are set, serves every listener that
+	// hands out tokens over TLS; client_ca_file makes client certificates
+	// signed by that CA mandatory. Files are re-read when they change.
+	TLS ListenTLS `yaml:"tls"`
 }
+
+// ListenTLS is the server side of TLS for tokenbroker's own listeners.
+type ListenTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"` // optional: require and verify client certificates
+}
+
+// Enabled reports whether TLS is configured.
+func (t ListenTLS) Enabled() bool { return t.CertFile != "" }
 
 // Credential describes one token source.
 type Credential struct {
 	// Name is the key under `credentials:`; filled in by the loader.
 	Name string `yaml:"-"`
 
-	Type             string            `yaml:"type"` // client_credentials
+	Type             string            `yaml:"type"` // client_credentials | token_exchange | jwt_bearer | static
 	TokenURL         string            `yaml:"token_url"`
 	ClientID         string            `yaml:"client_id"`
 	ClientSecret     Secret            `yaml:"client_secret"`
 	ClientSecretFile string            `yaml:"client_secret_file"`
-	AuthMethod       string            `yaml:"auth_method"` // client_secret_basic (default) | client_secret_post
+	AuthMethod       string            `yaml:"auth_method"` // client_secret_basic (default) | client_secret_post | private_key_jwt | client_secret_jwt | tls_client_auth | none
 	Scopes           []string          `yaml:"scopes"`
 	Audience         string            `yaml:"audience"`
 	Params           map[string]string `yaml:"params"`
 	Header           string            `yaml:"header"` // default Authorization
 	Format           string            `yaml:"format"` // default "Bearer {token}"
+
+	// Provider presets fill token_url and the parameter style of a known IdP:
+	// auth0 (domain), entra (tenant), okta (domain), keycloak (domain, realm).
+	// Explicitly set fields win.
+	Provider string `yaml:"provider"`
+	Tenant   string `yaml:"tenant"`
+	Domain   string `yaml:"domain"`
+	Realm    string `yaml:"realm"`
+
+	// Resource is sent as the RFC 8707 resource parameter.
+	Resource string `yaml:"resource"`
+
+	// private_key_jwt: the PEM key (RSA or EC) signing client assertions, its
+	// kid, the JWS algorithm (RS256 default for RSA, ES256 for EC; PS256) and
+	// the assertion's aud (default token_url).
+	PrivateKeyFile    string `yaml:"private_key_file"`
+	KeyID             string `yaml:"key_id"`
+	SigningAlg        string `yaml:"signing_alg"`
+	AssertionAudience string `yaml:"assertion_audience"`
+	// CertificateFile, optional, is the PEM certificate of that key: its
+	// thumbprints go in the x5t and x5t#S256 headers (Entra ID wants them).
+	CertificateFile string `yaml:"certificate_file"`
+
+	// tls_client_auth (RFC 8705): client certificate and key for the token
+	// endpoint connection, and an optional CA bundle to verify the IdP.
+	ClientCertFile string `yaml:"client_cert_file"`
+	ClientKeyFile  string `yaml:"client_key_file"`
+	CAFile         string `yaml:"ca_file"`
+
+	// token_exchange (RFC 8693): the subject token, read at every mint.
+	SubjectTokenFile   string `yaml:"subject_token_file"`
+	SubjectTokenType   string `yaml:"subject_token_type"`   // default urn:ietf:params:oauth:token-type:jwt
+	RequestedTokenType string `yaml:"requested_token_type"` // optional
+
+	// jwt_bearer (RFC 7523 §2.1): the assertion, read at every mint.
+	AssertionFile string `yaml:"assertion_file"`
+
+	// static: a fixed value (e.g. an API key) from value (may be ${ENV}) or value_file.
+	Value     Secret `yaml:"value"`
+	ValueFile string `yaml:"value_file"`
+
+	// AllowedSources limits which callers may use this credential: SPIFFE IDs
+	// (exact, or "*" for one path segment) matched against the source
+	// principal, and CIDRs matched against the source address. Empty allows
+	// every caller.
+	AllowedSources []string `yaml:"allowed_sources"`
 
 	// Timeout bounds one token request (default 10s).
 	Timeout Duration `yaml:"timeout"`
@@ -54,6 +115,9 @@ type Route struct {
 	PathPrefix string   `yaml:"path_prefix"` // optional
 	Methods    []string `yaml:"methods"`     // optional; upper-cased by the loader
 	Credential string   `yaml:"credential"`
+	// RemoveHeaders are incoming headers removed before the request goes out
+	// (e.g. a caller's own x-api-key); never the header the credential sets.
+	RemoveHeaders []string `yaml:"remove_headers"`
 
 	// Line is where the route starts in the file, for messages.
 	Line int `yaml:"-"`

@@ -72,7 +72,7 @@ func TestDefaults(t *testing.T) {
 	c := cfg.Credentials["billing"]
 	got := []any{cfg.Listen, cfg.DefaultAction, cfg.Cache, cfg.Shutdown, c.Name, c.Type, c.AuthMethod, c.Header,
 		c.Format, c.Timeout, c.DefaultLifetime, cfg.Routes[0].Host, cfg.Routes[0].Methods, cfg.Routes[0].Line}
-	want := []any{Listen{"127.0.0.1:9191", "127.0.0.1:9193"}, "deny",
+	want := []any{Listen{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9193"}, "deny",
 		Cache{100000, Duration(30 * time.Second), 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
 		"billing", "client_credentials", "client_secret_basic", "Authorization", "Bearer {token}",
 		Duration(10 * time.Second), Duration(5 * time.Minute), "a.example.com", []string{"GET"}, 7}
@@ -89,7 +89,7 @@ func TestExplicitValues(t *testing.T) {
 	}{
 		{"empty file", "", func(c *Config) any { return c.Listen.GRPC }, "127.0.0.1:9191"},
 		{"only comments", "# nothing\n", func(c *Config) any { return c.DefaultAction }, "deny"},
-		{"empty admin turns it off", "listen: {admin: ''}\n", func(c *Config) any { return c.Listen }, Listen{"127.0.0.1:9191", ""}},
+		{"empty admin turns it off", "listen: {admin: ''}\n", func(c *Config) any { return c.Listen }, Listen{GRPC: "127.0.0.1:9191", Admin: ""}},
 		{"null keeps default", "listen: {admin: ~}\n", func(c *Config) any { return c.Listen.Admin }, "127.0.0.1:9193"},
 		{"allow", "default_action: allow\n", func(c *Config) any { return c.DefaultAction }, "allow"},
 		{"underscored int", "cache: {max_tokens: 1_000}\n", func(c *Config) any { return c.Cache.MaxTokens }, int64(1000)},
@@ -172,8 +172,9 @@ func TestParseErrors(t *testing.T) {
 		{"default_action", "default_action: maybe\n", `tb.yaml:1: default_action: must be "deny" or "allow"`},
 		{"listen without port", "listen:\n  grpc: localhost\n", "tb.yaml:2: listen.grpc: not a host:port address"},
 		{"listen bad port", "listen:\n  admin: 'localhost:http'\n", "tb.yaml:2: listen.admin: not a host:port address"},
-		{"credential type", cred + "    type: password\n", `tb.yaml:6: credentials.billing.type: unsupported credential type (supported: "client_credentials")`},
-		{"auth_method", cred + "    auth_method: private_key_jwt\n", `tb.yaml:6: credentials.billing.auth_method: must be "client_secret_basic" or "client_secret_post"`},
+		{"credential type", cred + "    type: password\n", `tb.yaml:6: credentials.billing.type: unsupported credential type (supported: "client_credentials", "token_exchange", "jwt_bearer", "static")`},
+		{"auth_method", cred + "    auth_method: password\n", `tb.yaml:6: credentials.billing.auth_method: must be "client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt" or "tls_client_auth"`},
+		{"private_key_jwt needs a key", cred + "    auth_method: private_key_jwt\n", `tb.yaml:2: credentials.billing.private_key_file: required by private_key_jwt`},
 		{"relative token_url", "credentials:\n  billing:\n    token_url: /oauth/token\n    client_id: a\n    client_secret: b\n",
 			"tb.yaml:3: credentials.billing.token_url: not an absolute http(s) URL"},
 		{"ftp token_url", "credentials:\n  billing:\n    token_url: ftp://idp/token\n    client_id: a\n    client_secret: b\n",

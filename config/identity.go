@@ -28,6 +28,15 @@ func (c *Credential) Identity() string {
 	for _, k := range slices.Sorted(maps.Keys(c.Params)) {
 		put(h, k, c.Params[k])
 	}
+	// Fields added with the further token sources; hashed only when one is
+	// set, so the identities of credentials that use none stay as they were.
+	if ext := []string{c.Resource, c.SubjectTokenType, c.RequestedTokenType, c.AssertionAudience}; c.Type != "client_credentials" && c.Type != "" || slices.ContainsFunc(ext, func(s string) bool { return s != "" }) {
+		put(h, "v2")
+		put(h, ext...)
+		// A static value is its own token: files and keys name who is asked
+		// for which token, so they belong to the identity too.
+		put(h, c.SubjectTokenFile, c.AssertionFile, c.ValueFile)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 

@@ -70,6 +70,7 @@ func (d *decoder) validate(c *Config) {
 	d.check(c.DefaultAction == "deny" || c.DefaultAction == "allow", "default_action", `must be "deny" or "allow"`)
 	d.check(c.Listen.GRPC == "" || hostPort(c.Listen.GRPC), "listen.grpc", "not a host:port address")
 	d.check(c.Listen.Admin == "" || hostPort(c.Listen.Admin), "listen.admin", "not a host:port address")
+	d.checkListenTLS(c.Listen.TLS)
 	for _, name := range slices.Sorted(maps.Keys(c.Credentials)) {
 		cr := c.Credentials[name]
 		cr.Name = name
@@ -79,6 +80,7 @@ func (d *decoder) validate(c *Config) {
 	}
 	for i := range c.Routes {
 		d.checkRoute(&c.Routes[i], fmt.Sprintf("routes[%d]", i), c.Credentials)
+		d.checkRemoveHeaders(&c.Routes[i], fmt.Sprintf("routes[%d]", i), c.Credentials)
 	}
 	d.check(c.Cache.MaxTokens >= 1, "cache.max_tokens", "must be at least 1")
 	d.check(c.Cache.ExpiryMargin >= 0, "cache.expiry_margin", "must not be negative")
@@ -88,15 +90,18 @@ func (d *decoder) validate(c *Config) {
 }
 
 func (d *decoder) checkCredential(c *Credential, path string) {
+	d.applyPreset(c, path)
+	d.checkSources(c, path)
 	switch c.Type {
 	case "client_credentials":
-		d.check(c.AuthMethod == "client_secret_basic" || c.AuthMethod == "client_secret_post",
-			path+".auth_method", `must be "client_secret_basic" or "client_secret_post"`)
 		d.check(httpURL(c.TokenURL), path+".token_url", "not an absolute http(s) URL")
-		d.check(c.ClientID != "", path+".client_id", "required")
-		d.checkSecret(c, path)
+		d.checkClientAuth(c, path, false)
+	case "token_exchange", "jwt_bearer":
+		d.checkGrant(c, path)
+	case "static":
+		d.checkStatic(c, path)
 	default:
-		d.check(false, path+".type", `unsupported credential type (supported: "client_credentials")`)
+		d.check(false, path+".type", `unsupported credential type (supported: "client_credentials", "token_exchange", "jwt_bearer", "static")`)
 	}
 	d.check(token(c.Header), path+".header", "not a valid HTTP header name")
 	d.check(strings.Contains(c.Format, "{token}"), path+".format", "must contain {token}")

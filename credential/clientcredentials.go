@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+
 	"github.com/tokenbroker/tokenbroker/config"
 )
 
@@ -23,7 +26,15 @@ const (
 	maxBody = 1 << 20
 )
 
-// ClientCredentials mints tokens with the OAuth 2.0 client credentials grant (RFC 6749 §4.4).
+// Grant types of RFC 8693 and RFC 7523 §2.1.
+const (
+	GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	GrantJWTBearer     = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+)
+
+// ClientCredentials mints tokens with the OAuth 2.0 client credentials grant (RFC 6749 §4.4)
+// and, with the same client authentication methods, the token exchange (RFC 8693) and JWT
+// bearer (RFC 7523 §2.1) grants: every grant that is one POST to a token endpoint.
 // It is safe for concurrent use once built; set its exported fields before the first Token call.
 type ClientCredentials struct {
 	// Now stamps Issued and Expiry; nil means time.Now. The stamp is taken just before the
@@ -39,16 +50,24 @@ type ClientCredentials struct {
 	clientID   string
 	secret     string // from client_secret; "" when secretFile is used
 	secretFile string // read at each mint, so a rotated file is picked up
+	auth       string // auth_method
 	basic      bool   // client_secret_basic rather than client_secret_post
 	form       url.Values
 	timeout    time.Duration
 	lifetime   time.Duration // when the IdP omits expires_in
 	hc         *http.Client
+
+	assertionAud string   // aud of client assertions (private_key_jwt, client_secret_jwt)
+	key          *keyFile // private_key_jwt
+	grantParam   string   // "subject_token" or "assertion": read from grantFile at each mint
+	grantFile    string
+	cert         *clientCert // tls_client_auth: checked at each mint so a rotation closes pooled connections
 }
 
 // NewClientCredentials checks c and builds a Source for it. hc nil means a shared client with
 // connection, TLS-handshake and overall timeouts that does not follow redirects (a redirect
-// is reported as an *IdPError rather than replaying credentials to another URL).
+// is reported as an *IdPError rather than replaying credentials to another URL); with
+// tls_client_auth or ca_file, hc nil means such a client with the configured certificates.
 func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredentials, error) {
 	if c == nil {
 		return nil, errors.New("credential: nil configuration")
@@ -56,8 +75,34 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 	fail := func(format string, args ...any) (*ClientCredentials, error) {
 		return nil, fmt.Errorf("credential %q: %s", c.Name, fmt.Sprintf(format, args...))
 	}
-	if c.Type != "" && c.Type != "client_credentials" {
-		return fail("type %q is not client_credentials", c.Type)
+	form := url.Values{}
+	var grantParam, grantFile string
+	switch c.Type {
+	case "", "client_credentials":
+		form.Set("grant_type", "client_credentials")
+	case "token_exchange":
+		form.Set("grant_type", GrantTokenExchange)
+		if c.SubjectTokenFile == "" {
+			return fail("subject_token_file is required")
+		}
+		grantParam, grantFile = "subject_token", c.SubjectTokenFile
+		form.Set("subject_token_type", cmp.Or(c.SubjectTokenType, config.TokenTypeJWT))
+		if c.RequestedTokenType != "" {
+			form.Set("requested_token_type", c.RequestedTokenType)
+		}
+	case "jwt_bearer":
+		form.Set("grant_type", GrantJWTBearer)
+		if c.AssertionFile == "" {
+			return fail("assertion_file is required")
+		}
+		grantParam, grantFile = "assertion", c.AssertionFile
+	default:
+		return fail("type %q is not client_credentials, token_exchange or jwt_bearer", c.Type)
+	}
+	if grantFile != "" {
+		if _, err := readGrantFile(grantParam, grantFile); err != nil {
+			return fail("%v", err)
+		}
 	}
 	u, err := url.Parse(c.TokenURL)
 	switch {
@@ -72,36 +117,63 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 	case u.Fragment != "":
 		return fail("token_url must not have a #fragment")
 	}
-	if c.ClientID == "" {
+
+	auth := c.AuthMethod
+	if auth == "" {
+		auth = "client_secret_basic"
+		if grantFile != "" && c.ClientID == "" {
+			auth = "none"
+		}
+	}
+	if c.ClientID == "" && auth != "none" {
 		return fail("client_id is required")
 	}
 	secret := c.ClientSecret.Reveal()
-	if secret == "" && c.ClientSecretFile == "" {
-		return fail("client_secret or client_secret_file is required")
-	}
-	if secret == "" {
-		if _, err := readSecretFile(c.ClientSecretFile); err != nil {
+	var key *keyFile
+	switch auth {
+	case "client_secret_basic", "client_secret_post", "client_secret_jwt":
+		if secret == "" && c.ClientSecretFile == "" {
+			return fail("client_secret or client_secret_file is required")
+		}
+		if secret == "" {
+			if _, err := readSecretFile(c.ClientSecretFile); err != nil {
+				return fail("%v", err)
+			}
+		}
+	case "private_key_jwt":
+		if c.PrivateKeyFile == "" {
+			return fail("private_key_file is required by private_key_jwt")
+		}
+		key = &keyFile{path: c.PrivateKeyFile, kid: c.KeyID, alg: c.SigningAlg, certPath: c.CertificateFile}
+		if _, err := key.current(); err != nil {
 			return fail("%v", err)
 		}
-	}
-
-	var basic bool
-	switch c.AuthMethod {
-	case "", "client_secret_basic":
-		basic = true
-	case "client_secret_post":
+		secret = ""
+	case "tls_client_auth":
+		if c.ClientCertFile == "" || c.ClientKeyFile == "" {
+			return fail("client_cert_file and client_key_file are required by tls_client_auth")
+		}
+		secret = ""
+	case "none":
+		if grantFile == "" {
+			return fail("auth_method none is only for token_exchange and jwt_bearer")
+		}
+		secret = ""
 	default:
-		return fail("auth_method %q is not client_secret_basic or client_secret_post", c.AuthMethod)
+		return fail("auth_method %q is not one of client_secret_basic, client_secret_post, client_secret_jwt, private_key_jwt, tls_client_auth", c.AuthMethod)
 	}
+	basic := auth == "client_secret_basic"
 
-	form := url.Values{"grant_type": {"client_credentials"}}
 	if len(c.Scopes) > 0 {
 		form.Set("scope", strings.Join(c.Scopes, " "))
 	}
 	if c.Audience != "" {
 		form.Set("audience", c.Audience)
 	}
-	if !basic {
+	if c.Resource != "" {
+		form.Set("resource", c.Resource)
+	}
+	if !basic && c.ClientID != "" {
 		form.Set("client_id", c.ClientID)
 	}
 	keys := make([]string, 0, len(c.Params))
@@ -115,7 +187,7 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 			return fail("params: empty parameter name")
 		case k == "client_secret":
 			return fail("params: client_secret must be given as client_secret, not a parameter")
-		case form.Has(k):
+		case form.Has(k), k == grantParam, k == "client_assertion", k == "client_assertion_type":
 			return fail("params: %q would replace a parameter set from another field", k)
 		}
 		form.Set(k, c.Params[k])
@@ -129,21 +201,38 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 	if lifetime <= 0 {
 		lifetime = DefaultLifetime
 	}
+	var cert *clientCert
 	if hc == nil {
-		hc = defaultClient()
+		var certFile, keyFile string
+		if auth == "tls_client_auth" {
+			certFile, keyFile = c.ClientCertFile, c.ClientKeyFile
+		}
+		if certFile != "" || c.CAFile != "" {
+			if hc, cert, err = tokenClient(certFile, keyFile, c.CAFile); err != nil {
+				return fail("%v", err)
+			}
+		} else {
+			hc = defaultClient()
+		}
 	}
 	return &ClientCredentials{
-		name:       c.Name,
-		tokenURL:   u.String(),
-		host:       u.Host,
-		clientID:   c.ClientID,
-		secret:     secret,
-		secretFile: c.ClientSecretFile,
-		basic:      basic,
-		form:       form,
-		timeout:    timeout,
-		lifetime:   lifetime,
-		hc:         hc,
+		name:         c.Name,
+		tokenURL:     u.String(),
+		host:         u.Host,
+		clientID:     c.ClientID,
+		secret:       secret,
+		secretFile:   c.ClientSecretFile,
+		auth:         auth,
+		basic:        basic,
+		form:         form,
+		timeout:      timeout,
+		lifetime:     lifetime,
+		hc:           hc,
+		assertionAud: cmp.Or(c.AssertionAudience, u.String()),
+		key:          key,
+		grantParam:   grantParam,
+		grantFile:    grantFile,
+		cert:         cert,
 	}, nil
 }
 
@@ -162,22 +251,59 @@ func (cc *ClientCredentials) Token(ctx context.Context) (Token, error) {
 }
 
 func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
-	secret := cc.secret
-	if secret == "" {
-		s, err := readSecretFile(cc.secretFile)
+	var secret string // whatever must not appear in an error: the client secret or grant token
+	switch cc.auth {
+	case "client_secret_basic", "client_secret_post", "client_secret_jwt":
+		secret = cc.secret
+		if secret == "" {
+			s, err := readSecretFile(cc.secretFile)
+			if err != nil {
+				return Response{}, err
+			}
+			secret = s
+		}
+	}
+
+	if cc.cert != nil {
+		// Connections made with a replaced certificate are closed here, so
+		// this request presents the new one.
+		if _, err := cc.cert.get(); err != nil {
+			return Response{}, err
+		}
+	}
+	form := make(url.Values, len(cc.form)+3)
+	for k, v := range cc.form {
+		form[k] = v
+	}
+	var grantToken string
+	if cc.grantFile != "" {
+		t, err := readGrantFile(cc.grantParam, cc.grantFile)
 		if err != nil {
 			return Response{}, err
 		}
-		secret = s
+		grantToken = t
+		form.Set(cc.grantParam, t)
 	}
-
-	form := cc.form
-	if !cc.basic {
-		form = make(url.Values, len(cc.form)+1)
-		for k, v := range cc.form {
-			form[k] = v
-		}
+	switch cc.auth {
+	case "client_secret_post":
 		form.Set("client_secret", secret)
+	case "client_secret_jwt", "private_key_jwt":
+		var signer jose.Signer
+		var err error
+		if cc.key != nil {
+			signer, err = cc.key.current()
+		} else {
+			signer, err = secretSigner(secret)
+		}
+		if err != nil {
+			return Response{}, err
+		}
+		a, err := signAssertion(signer, cc.clientID, cc.assertionAud, cc.now())
+		if err != nil {
+			return Response{}, err
+		}
+		form.Set("client_assertion_type", ClientAssertionType)
+		form.Set("client_assertion", a)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, cc.timeout)
@@ -203,7 +329,7 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return Response{}, scrubError(err, secret)
+		return Response{}, scrubError(scrubError(err, secret), grantToken)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxBody+1))
@@ -224,11 +350,11 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 	if err != nil {
 		var ie *IdPError
 		if errors.As(err, &ie) {
-			ie.Code = scrub(ie.Code, secret)
-			ie.Description = scrub(ie.Description, secret)
+			ie.Code = scrub(scrub(ie.Code, secret), grantToken)
+			ie.Description = scrub(scrub(ie.Description, secret), grantToken)
 			return Response{}, err
 		}
-		return Response{}, scrubError(err, secret)
+		return Response{}, scrubError(scrubError(err, secret), grantToken)
 	}
 	return resp, nil
 }
@@ -249,6 +375,21 @@ func readSecretFile(path string) (string, error) {
 	s := strings.TrimSpace(string(b))
 	if s == "" {
 		return "", fmt.Errorf("client_secret_file %s is empty", path)
+	}
+	return s, nil
+}
+
+// readGrantFile reads the subject token or assertion a grant sends, at each
+// mint, so a rotated file (e.g. a Kubernetes projected service account
+// token) is used without a restart.
+func readGrantFile(param, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s file: %w", param, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s file %s is empty", param, path)
 	}
 	return s, nil
 }

@@ -475,7 +475,7 @@ func TestNewClientCredentialsRejects(t *testing.T) {
 		mutate func(*config.Credential)
 		want   string
 	}{
-		{"wrong type", func(c *config.Credential) { c.Type = "token_exchange" }, `type "token_exchange"`},
+		{"wrong type", func(c *config.Credential) { c.Type = "password" }, `type "password"`},
 		{"no token_url", func(c *config.Credential) { c.TokenURL = "" }, "token_url is required"},
 		{"relative token_url", func(c *config.Credential) { c.TokenURL = "/oauth/token" }, "absolute http or https"},
 		{"ftp token_url", func(c *config.Credential) { c.TokenURL = "ftp://idp/token" }, "absolute http or https"},
@@ -487,7 +487,7 @@ func TestNewClientCredentialsRejects(t *testing.T) {
 		{"missing secret file", func(c *config.Credential) {
 			c.ClientSecret, c.ClientSecretFile = "", "/nonexistent/secret"
 		}, "client_secret_file"},
-		{"auth method", func(c *config.Credential) { c.AuthMethod = "private_key_jwt" }, `auth_method "private_key_jwt"`},
+		{"auth method", func(c *config.Credential) { c.AuthMethod = "password" }, `auth_method "password"`},
 		{"param grant_type", func(c *config.Credential) { c.Params = map[string]string{"grant_type": "password"} }, `"grant_type" would replace`},
 		{"param client_secret", func(c *config.Credential) { c.Params = map[string]string{"client_secret": testSecret} }, "client_secret must be given"},
 		{"param scope with scopes", func(c *config.Credential) {

@@ -130,6 +130,11 @@ func ParseTokenResponse(status int, h http.Header, body []byte, now time.Time, d
 	case tokenType == "":
 		tokenType = "Bearer"
 		notes = append(notes, "token_type empty; assumed Bearer")
+	case tokenType == "N_A":
+		// RFC 8693 §2.2.1: a token exchange answers N_A when the issued token
+		// is not an OAuth access token; it is still presented as a bearer.
+		tokenType = "Bearer"
+		notes = append(notes, "token_type N_A (token exchange); presented as Bearer")
 	case !strings.EqualFold(tokenType, "bearer"):
 		return Response{}, bad("unsupported token_type %s (only Bearer is supported)", quote(tokenType, value))
 	}

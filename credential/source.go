@@ -10,13 +10,15 @@ import (
 // nil, receives notes about adjustments to IdP answers (never a token or secret).
 func FromConfig(c *config.Credential, logf func(format string, args ...any)) (Source, error) {
 	switch c.Type {
-	case "", "client_credentials":
+	case "", "client_credentials", "token_exchange", "jwt_bearer":
 		cc, err := NewClientCredentials(c, nil)
 		if err != nil {
 			return nil, err
 		}
 		cc.Logf = logf
 		return cc, nil
+	case "static":
+		return NewStatic(c)
 	default:
 		return nil, fmt.Errorf("credential %q: unsupported type %q", c.Name, c.Type)
 	}

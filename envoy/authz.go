@@ -76,6 +76,9 @@ func RequestFromCheck(req *authv3.CheckRequest) filter.Request {
 		Path:       h.GetPath(),
 		Method:     h.GetMethod(),
 		Credential: attrs.GetContextExtensions()[filter.ContextExtensionKey],
+
+		Principal:     attrs.GetSource().GetPrincipal(),
+		SourceAddress: attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
 	}
 	if r.Host == "" {
 		r.Host = header(h, ":authority")
@@ -125,6 +128,9 @@ func Response(d filter.Decision) *authv3.CheckResponse {
 					Append:       appendFalse,
 					AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 				}},
+				// The filter's shared slice, never containing the injected header:
+				// no allocation when the route removes nothing.
+				HeadersToRemove: d.Remove,
 			}},
 		}
 	}

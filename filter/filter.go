@@ -34,6 +34,12 @@ type Request struct {
 	// Credential, when set, names the credential directly (Envoy's
 	// context_extensions["credential"]) and wins over host routes.
 	Credential string
+
+	// Principal is the caller's authenticated identity (Envoy's
+	// attributes.source.principal, a SPIFFE ID under mTLS) and SourceAddress
+	// its IP address; allowed_sources is matched against them.
+	Principal     string
+	SourceAddress string
 }
 
 // Header is one header to set on the outbound request.
@@ -48,6 +54,10 @@ type Decision struct {
 	Status     int    // HTTP status of a denial: 403 or 503
 	Reason     string // short and secret-free; sent in ReasonHeader
 	Credential string // the credential chosen, "" when none
+
+	// Remove lists incoming headers to remove (a route's remove_headers,
+	// lower-case, never Header.Name). It is shared: do not modify it.
+	Remove []string
 }
 
 // Filter holds the compiled routes and credentials of one configuration.
@@ -69,6 +79,8 @@ type binding struct {
 	header         string
 	prefix, suffix string // the format split around {token}
 	formatted      atomic.Pointer[formatted]
+	sources        *sourcePolicy      // nil: any caller
+	changer        credential.Changer // non-nil for sources whose value can change in place
 }
 
 // formatted memoises the header value of the current token so the hit path
@@ -96,13 +108,20 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 			return nil, errors.New("filter: no token source for credential " + name)
 		}
 		prefix, suffix, _ := strings.Cut(c.Format, "{token}")
+		changer, _ := src.(credential.Changer)
 		f.bindings[name] = &binding{
-			name:   name,
-			key:    cache.Key{ID: c.Identity(), Name: name},
-			src:    src,
-			header: strings.ToLower(c.Header), // HTTP/2 and Envoy use lower-case names
-			prefix: prefix,
-			suffix: suffix,
+			name:    name,
+			key:     cache.Key{ID: c.Identity(), Name: name},
+			src:     src,
+			header:  strings.ToLower(c.Header), // HTTP/2 and Envoy use lower-case names
+			prefix:  prefix,
+			suffix:  suffix,
+			sources: newSourcePolicy(c.AllowedSources),
+			changer: changer,
+		}
+		if len(c.AllowedSources) == 0 {
+			log.Warn("credential has no allowed_sources: any caller that reaches tokenbroker can use it",
+				zap.String("credential", name))
 		}
 	}
 	f.routes = newTable(cfg.Routes, f.bindings)
@@ -111,7 +130,7 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 
 // Decide picks the credential for r and returns the header to inject, or a denial.
 func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
-	b := f.pick(r)
+	b, remove := f.pick(r)
 	if b == nil {
 		if r.Credential != "" {
 			f.m.unknown.Inc()
@@ -123,6 +142,18 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 		}
 		f.m.noRoute.Inc()
 		return Decision{Status: http.StatusForbidden, Reason: "no route"}
+	}
+	if !b.sources.allows(r.Principal, r.SourceAddress) {
+		f.m.sourceDenied.Inc()
+		f.log.Warn("source not allowed to use credential",
+			zap.String("credential", b.name),
+			zap.String("principal", r.Principal),
+			zap.String("source_address", r.SourceAddress),
+			zap.String("host", r.Host))
+		return Decision{Status: http.StatusForbidden, Reason: "source not allowed", Credential: b.name}
+	}
+	if b.changer != nil && b.changer.Changed() {
+		f.tokens.Invalidate(b.key)
 	}
 	tok, err := f.tokens.Get(ctx, b.key, b.src)
 	if err != nil {
@@ -136,14 +167,19 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 		return Decision{Status: http.StatusServiceUnavailable, Reason: "token unavailable", Credential: b.name}
 	}
 	f.m.ok.Inc()
-	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok.Value)}}
+	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok.Value)}, Remove: remove}
 }
 
-func (f *Filter) pick(r *Request) *binding {
+// pick returns the credential for r and, when a route chose it, the
+// route's headers to remove.
+func (f *Filter) pick(r *Request) (*binding, []string) {
 	if r.Credential != "" {
-		return f.bindings[r.Credential]
+		return f.bindings[r.Credential], nil
 	}
-	return f.routes.match(r.Host, r.Path, r.Method)
+	if rt := f.routes.match(r.Host, r.Path, r.Method); rt != nil {
+		return rt.binding, rt.remove
+	}
+	return nil, nil
 }
 
 func (b *binding) value(token string) string {
@@ -158,13 +194,14 @@ func (b *binding) value(token string) string {
 // Metrics count Checks by result, whichever transport they came through.
 type Metrics struct {
 	ok, passThrough, noRoute, unknown, unavailable prometheus.Counter
+	sourceDenied                                   prometheus.Counter
 }
 
 // NewMetrics creates the filter metrics and registers them with reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenbroker_checks_total",
-		Help: "Authorization checks by result: ok (token injected), pass_through (no route, default_action allow), no_route, unknown_credential, unavailable (no token obtainable).",
+		Help: "Authorization checks by result: ok (token injected), pass_through (no route, default_action allow), no_route, unknown_credential, unavailable (no token obtainable), source_not_allowed (caller not in the credential's allowed_sources).",
 	}, []string{"result"})
 	if reg != nil {
 		reg.MustRegister(v)
@@ -175,5 +212,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		noRoute:     v.WithLabelValues("no_route"),
 		unknown:     v.WithLabelValues("unknown_credential"),
 		unavailable: v.WithLabelValues("unavailable"),
+
+		sourceDenied: v.WithLabelValues("source_not_allowed"),
 	}
 }

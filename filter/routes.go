@@ -11,6 +11,7 @@ type route struct {
 	pathPrefix string
 	methods    []string
 	binding    *binding
+	remove     []string // remove_headers, without the binding's own header
 }
 
 // table finds the first route for a request: exact host routes first, then
@@ -26,6 +27,13 @@ func newTable(routes []config.Route, bindings map[string]*binding) *table {
 	for _, r := range routes {
 		host := normalizeHost(r.Host)
 		cr := route{pathPrefix: r.PathPrefix, methods: r.Methods, binding: bindings[r.Credential]}
+		for _, h := range r.RemoveHeaders {
+			h = strings.ToLower(h)
+			// Envoy removes after setting: listing the injected header would strip the token.
+			if cr.binding == nil || h != cr.binding.header {
+				cr.remove = append(cr.remove, h)
+			}
+		}
 		if suffix, ok := strings.CutPrefix(host, "*."); ok {
 			t.wildcard[suffix] = append(t.wildcard[suffix], cr)
 		} else {
@@ -35,8 +43,8 @@ func newTable(routes []config.Route, bindings map[string]*binding) *table {
 	return t
 }
 
-// match returns the binding for host/path/method, or nil.
-func (t *table) match(host, path, method string) *binding {
+// match returns the route for host/path/method, or nil.
+func (t *table) match(host, path, method string) *route {
 	host = normalizeHost(host)
 	if b := first(t.exact[host], path, method); b != nil {
 		return b
@@ -51,10 +59,10 @@ func (t *table) match(host, path, method string) *binding {
 	return nil
 }
 
-func first(rs []route, path, method string) *binding {
+func first(rs []route, path, method string) *route {
 	for i := range rs {
 		if rs[i].matches(path, method) {
-			return rs[i].binding
+			return &rs[i]
 		}
 	}
 	return nil

@@ -50,7 +50,7 @@ func TestRouteMatching(t *testing.T) {
 		t.Run(fmt.Sprintf("%s %s %s", tt.method, tt.host, tt.path), func(t *testing.T) {
 			got := ""
 			if b := tbl.match(tt.host, tt.path, tt.method); b != nil {
-				got = b.name
+				got = b.binding.name
 			}
 			if got != tt.want {
 				t.Fatalf("got %q, want %q", got, tt.want)

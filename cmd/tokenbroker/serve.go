@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 
 	"github.com/tokenbroker/tokenbroker/admin"
@@ -23,6 +24,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/credential"
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/tlsreload"
 )
 
 func cmdServe(args []string, stderr io.Writer) int {
@@ -137,7 +139,17 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		s.adminAddr = adminLn.Addr()
 	}
 
-	s.grpc = envoy.NewGRPCServer(&s.current, s.health)
+	var grpcOpts []grpc.ServerOption
+	if cfg.Listen.TLS.Enabled() {
+		// listen.tls: certificates re-read on rotation; with client_ca_file,
+		// callers without a valid client certificate fail the handshake.
+		tlsCfg, err := tlsreload.ServerConfig(cfg.Listen.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("listen.tls: %w", err)
+		}
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s.grpc = envoy.NewGRPCServer(&s.current, s.health, grpcOpts...)
 	if grpcLn != nil {
 		go func() {
 			if err := s.grpc.Serve(grpcLn); err != nil {

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/credential"
 )
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -23,6 +26,22 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*path)
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
+		return 1
+	}
+	// Keys, certificates and token files are parsed only when a source is
+	// built: build them all so a bad PEM fails here, not at start-up.
+	failed := false
+	for _, name := range slices.Sorted(maps.Keys(cfg.Credentials)) {
+		c := cfg.Credentials[name]
+		if _, err := credential.FromConfig(c, nil); err != nil {
+			fmt.Fprintf(stderr, "%s: credentials.%s: %v\n", *path, name, err)
+			failed = true
+		}
+		if len(c.AllowedSources) == 0 {
+			fmt.Fprintf(stderr, "%s: warning: credentials.%s has no allowed_sources: any caller that reaches tokenbroker can use it\n", *path, name)
+		}
+	}
+	if failed {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d credentials, %d routes)\n", *path, len(cfg.Credentials), len(cfg.Routes))

@@ -1,0 +1,95 @@
+package filter
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tokenbroker/tokenbroker/cache"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/credential"
+)
+
+func TestSourcePolicy(t *testing.T) {
+	p := newSourcePolicy([]string{
+		"spiffe://cluster.local/ns/payments/sa/*",
+		"spiffe://cluster.local/ns/batch/sa/reporter",
+		"spiffe://*/ns/shared/sa/api",
+		"10.1.0.0/16",
+		"192.168.7.9",
+		"fd00::/8",
+	})
+	for _, tc := range []struct {
+		principal, address string
+		want               bool
+	}{
+		{"spiffe://cluster.local/ns/payments/sa/checkout", "", true},
+		{"spiffe://cluster.local/ns/payments/sa/", "", false},              // * needs a segment
+		{"spiffe://cluster.local/ns/payments/sa/checkout/x", "", false},    // one segment only
+		{"spiffe://cluster.local/ns/payments/sa", "", false},               // too short
+		{"spiffe://cluster.local/ns/payments-evil/sa/checkout", "", false}, // no prefix matching
+		{"spiffe://cluster.local/ns/batch/sa/reporter", "", true},
+		{"spiffe://cluster.local/ns/batch/sa/reporter2", "", false},
+		{"spiffe://other.domain/ns/shared/sa/api", "", true},
+		{"SPIFFE://cluster.local/ns/batch/sa/reporter", "", false}, // exact, case-sensitive
+		{"", "10.1.200.3", true},
+		{"", "10.2.0.1", false},
+		{"", "192.168.7.9", true},
+		{"", "::ffff:192.168.7.9", true}, // IPv4-mapped
+		{"", "192.168.7.10", false},
+		{"", "fd12::1", true},
+		{"", "not-an-ip", false},
+		{"", "", false},
+		{"spiffe://cluster.local/ns/web/sa/frontend", "10.9.9.9", false},
+		{"spiffe://cluster.local/ns/web/sa/frontend", "10.1.0.1", true}, // address alone suffices
+	} {
+		if got := p.allows(tc.principal, tc.address); got != tc.want {
+			t.Errorf("allows(%q, %q) = %v, want %v", tc.principal, tc.address, got, tc.want)
+		}
+	}
+	var open *sourcePolicy = newSourcePolicy(nil)
+	if !open.allows("", "") || !open.allows("spiffe://x/y", "1.2.3.4") {
+		t.Error("an empty allowed_sources must allow everyone")
+	}
+}
+
+func TestDecideSourceNotAllowedIsCounted(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`credentials:
+  k:
+    type: static
+    value: the-key
+    allowed_sources: ['spiffe://td/ns/a/sa/*']
+routes:
+  - {host: a.example.com, credential: k}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := credential.NewStatic(cfg.Credentials["k"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := cache.New(cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	f, err := New(cfg, map[string]credential.Source{"k": src}, tokens, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/b/sa/x", SourceAddress: "10.0.0.1"})
+	if d.Allowed || d.Status != 403 || d.Reason != "source not allowed" || d.Header.Value != "" {
+		t.Fatalf("decision %+v", d)
+	}
+	if got := testutil.ToFloat64(m.sourceDenied); got != 1 {
+		t.Fatalf("source_not_allowed counted %v times", got)
+	}
+	if d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/a/sa/x"}); !d.Allowed || d.Header.Value != "Bearer the-key" {
+		t.Fatalf("allowed principal: %+v", d)
+	}
+}
