@@ -104,6 +104,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if opts.Meter == nil {
 		opts.Meter = NewL2Metrics(nil)
 	}
+	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
 	r := &Redis{opts: opts}
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
@@ -118,6 +119,8 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		PoolTimeout:           opts.Timeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1, // a retry would double the time a Check can wait on Redis
+		DialerRetries:         1,
+		DialerRetryTimeout:    opts.Timeout,
 		DisableIdentity:       true,
 	})
 	r.br = &breaker{
@@ -138,6 +141,17 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		},
 	}
 	return r, nil
+}
+
+// quietOnce routes go-redis's own (process-wide) log lines, such as every
+// failed dial while Redis is down, to debug level: the breaker logs the
+// state changes that matter.
+var quietOnce sync.Once
+
+type zapPrintf struct{ log *zap.Logger }
+
+func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
+	z.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
 }
 
 // Close closes the Redis connections.
