@@ -1,17 +1,12 @@
 package cache
 
 import (
-	"bufio"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -52,44 +47,6 @@ func NewSealer(keys [][]byte) (*Sealer, error) {
 		s.aeads = append(s.aeads, aead)
 	}
 	return s, nil
-}
-
-// ParseKeys reads one base64 key (of 32 bytes) per line; blank lines and
-// lines starting with # are skipped. Errors name the line, never its content.
-func ParseKeys(r io.Reader) ([][]byte, error) {
-	var keys [][]byte
-	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, err := base64.StdEncoding.DecodeString(line)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: not base64", n)
-		}
-		if len(k) != 32 {
-			return nil, fmt.Errorf("line %d: %d bytes, want 32 (head -c 32 /dev/urandom | base64)", n, len(k))
-		}
-		keys = append(keys, k)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("no key in the file")
-	}
-	return keys, nil
-}
-
-// ReadKeysFile reads an encryption_keys_file.
-func ReadKeysFile(path string) ([][]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return ParseKeys(io.LimitReader(f, 64<<10))
 }
 
 // sealed is the plaintext layout: every credential.Token field.

@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -103,35 +102,6 @@ func TestKeyRotation(t *testing.T) {
 	}
 	if _, err := mustSealer(t, newKey).Open("n", byNew); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestParseKeys(t *testing.T) {
-	k := base64.StdEncoding.EncodeToString(newKey(t))
-	for _, tc := range []struct {
-		in      string
-		n       int
-		wantErr string
-	}{
-		{k + "\n", 1, ""},
-		{"# comment\n\n" + k + "\n" + k + "\n", 2, ""},
-		{"", 0, "no key"},
-		{"not base64!\n", 0, "line 1: not base64"},
-		{k + "\n" + base64.StdEncoding.EncodeToString([]byte("short")) + "\n", 0, "line 2: 5 bytes"},
-	} {
-		keys, err := ParseKeys(strings.NewReader(tc.in))
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: err %v, want %q", tc.in, err, tc.wantErr)
-			}
-			if err != nil && strings.Contains(err.Error(), k) {
-				t.Errorf("key echoed in error")
-			}
-			continue
-		}
-		if err != nil || len(keys) != tc.n {
-			t.Errorf("%q: %d keys, %v", tc.in, len(keys), err)
-		}
 	}
 }
 

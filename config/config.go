@@ -64,6 +64,37 @@ type Cache struct {
 	MaxTokens    int64    `yaml:"max_tokens"`    // default 100000
 	ExpiryMargin Duration `yaml:"expiry_margin"` // default 30s
 	RefreshAhead float64  `yaml:"refresh_ahead"` // default 0.2; 0 < x < 1
+
+	// Redis, when set, shares tokens across a fleet of replicas (L2).
+	Redis *Redis `yaml:"redis"`
+}
+
+// Redis configures the fleet-wide shared token cache.
+type Redis struct {
+	// Addrs: one address is a single node, several a Redis Cluster; with
+	// MasterName they are Sentinel addresses.
+	Addrs              []string `yaml:"addrs"`
+	MasterName         string   `yaml:"master_name"`
+	Username           string   `yaml:"username"`
+	Password           Secret   `yaml:"password"`
+	PasswordFile       string   `yaml:"password_file"`
+	DB                 int      `yaml:"db"`
+	TLS                RedisTLS `yaml:"tls"`
+	KeyPrefix          string   `yaml:"key_prefix"`           // default "tokenbroker:"
+	EncryptionKeysFile string   `yaml:"encryption_keys_file"` // required: one base64 32-byte key per line
+	Timeout            Duration `yaml:"timeout"`              // per operation, default 50ms
+	LockTTL            Duration `yaml:"lock_ttl"`             // fleet mint lock, default 10s
+
+	// EncryptionKeys are the decoded keys of EncryptionKeysFile, the
+	// encrypting key first; filled in by the loader.
+	EncryptionKeys [][]byte `yaml:"-"`
+}
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	Enabled    bool   `yaml:"enabled"`
+	CAFile     string `yaml:"ca_file"`     // default: the system roots
+	ServerName string `yaml:"server_name"` // default: the host of the address
 }
 
 // Shutdown tunes graceful termination.

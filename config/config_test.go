@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 	got := []any{cfg.Listen, cfg.DefaultAction, cfg.Cache, cfg.Shutdown, c.Name, c.Type, c.AuthMethod, c.Header,
 		c.Format, c.Timeout, c.DefaultLifetime, cfg.Routes[0].Host, cfg.Routes[0].Methods, cfg.Routes[0].Line}
 	want := []any{Listen{"127.0.0.1:9191", "127.0.0.1:9193"}, "deny",
-		Cache{100000, Duration(30 * time.Second), 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
+		Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
 		"billing", "client_credentials", "client_secret_basic", "Authorization", "Bearer {token}",
 		Duration(10 * time.Second), Duration(5 * time.Minute), "a.example.com", []string{"GET"}, 7}
 	if !reflect.DeepEqual(got, want) {
