@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokenbroker/tokenbroker/internal/testpeer"
 )
@@ -354,5 +356,104 @@ func TestLockReleaseOnlyFreesOwnLock(t *testing.T) {
 	releaseB()
 	if n, _ := rc.Exists(ctx, lockName).Result(); n != 0 {
 		t.Fatal("b's release left the lock")
+	}
+}
+
+// TestRedisRefusingStillServes: Redis answers, but with errors (auth, OOM,
+// READONLY). Every Get succeeds through a local mint, and the errors are
+// counted.
+func TestRedisRefusingStillServes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup []any // one command run against the fresh Redis
+	}{
+		{"auth error", []any{"CONFIG", "SET", "requirepass", "not-the-fleet-password"}},
+		{"OOM", []any{"CONFIG", "SET", "maxmemory", "1"}},
+		{"READONLY replica", []any{"REPLICAOF", "127.0.0.1", "1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFleet(t, 2)
+			rc := redis.NewClient(&redis.Options{Addr: f.redis.Addr, DisableIdentity: true})
+			defer rc.Close()
+			if err := rc.Do(context.Background(), tc.setup...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			errs, values := f.load(200)
+			if len(errs) > 0 {
+				t.Fatalf("%d Gets failed, first: %v", len(errs), errs[0])
+			}
+			// Without a working fleet tier each replica mints for itself.
+			if got := f.src.calls.Load(); got < 1 || got > 2 {
+				t.Fatalf("mints = %d, want one per replica at most (values %v)", got, values)
+			}
+			var failures float64
+			for _, l2 := range f.l2s {
+				m := l2.opts.Meter
+				failures += testutil.ToFloat64(m.lookups.WithLabelValues(key.Name, "error")) +
+					testutil.ToFloat64(m.locks.WithLabelValues(key.Name, "error")) +
+					testutil.ToFloat64(m.writes.WithLabelValues(key.Name, "error"))
+			}
+			if failures == 0 {
+				t.Fatal("Redis refused but no error was counted")
+			}
+		})
+	}
+}
+
+// TestBreakerLogsOncePerStateChange: Redis gone for many misses gives one
+// log line and one metric increment when the breaker opens, not one per Get;
+// after the cool-down a successful probe closes it (one more line).
+func TestBreakerLogsOncePerStateChange(t *testing.T) {
+	c := newClock()
+	r := testpeer.StartRedis(t)
+	core, logs := observer.New(zap.DebugLevel)
+	meter := NewL2Metrics(nil)
+	l2, err := NewRedis(RedisOptions{Addrs: []string{r.Addr}, Sealer: mustSealer(t, newKey(t)), Timeout: time.Second,
+		Cooldown: time.Second, Now: c.Now, Logger: zap.New(core), Meter: meter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	tk, err := New(Options{ExpiryMargin: 30 * time.Second, Now: c.Now, L2: l2, L2Meter: meter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	src := &source{clock: c, lifetime: time.Hour}
+
+	r.Kill()
+	for range 50 {
+		tk.Invalidate(key)
+		if _, err := tk.Get(context.Background(), key, src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opened := logs.FilterMessageSnippet("shared cache unavailable").Len()
+	if opened != 1 || testutil.ToFloat64(meter.transitions.WithLabelValues("open")) != 1 || testutil.ToFloat64(meter.state) != 2 {
+		t.Fatalf("breaker open: %d log lines, %v transitions, state %v; want 1, 1, 2",
+			opened, testutil.ToFloat64(meter.transitions.WithLabelValues("open")), testutil.ToFloat64(meter.state))
+	}
+	if got := src.calls.Load(); got != 50 {
+		t.Fatalf("mints = %d, want 50 local mints", got)
+	}
+
+	r.Restart()
+	c.Advance(2 * time.Second)
+	tk.Invalidate(key)
+	if _, err := tk.Get(context.Background(), key, src); err != nil {
+		t.Fatal(err)
+	}
+	if s := testutil.ToFloat64(meter.state); s != 0 {
+		t.Fatalf("breaker state %v after Redis came back, want 0 (closed)", s)
+	}
+	if n := logs.FilterMessage("shared cache breaker state changed").Len(); n != 2 { // open→half-open, half-open→closed
+		t.Fatalf("%d state-change lines, want 2", n)
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if strings.Contains(f.String, "token-") {
+				t.Fatalf("token in log line %q", e.Message)
+			}
+		}
 	}
 }
