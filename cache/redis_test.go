@@ -143,10 +143,12 @@ func TestFleetOfThreeMintsOncePerLifetime(t *testing.T) {
 		acquired += testutil.ToFloat64(l2.opts.Meter.locks.WithLabelValues(key.Name, "acquired"))
 		waited += testutil.ToFloat64(l2.opts.Meter.locks.WithLabelValues(key.Name, "waited"))
 	}
-	if acquired != 2 {
-		t.Fatalf("lock acquired %v times, want 2 (one per mint)", acquired)
+	// A replica may take the lock after the winner released it and find the
+	// winner's token on its second look: then it holds the lock but mints not.
+	if acquired < 2 {
+		t.Fatalf("lock acquired %v times, want at least one per mint", acquired)
 	}
-	t.Logf("3 replicas with Redis: 3000 cold Gets -> 1 mint, forced refresh -> 1 more; lock waits %v", waited)
+	t.Logf("3 replicas with Redis: 3000 cold Gets -> 1 mint, forced refresh -> 1 more; lock acquired %v, waits %v", acquired, waited)
 }
 
 func TestFleetWithoutRedisMintsPerReplica(t *testing.T) {
@@ -423,6 +425,7 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 
 	r.Kill()
 	for range 50 {
+		tk.Settle() // ristretto applies Sets later: a pending Set would undo the Invalidate
 		tk.Invalidate(key)
 		if _, err := tk.Get(context.Background(), key, src); err != nil {
 			t.Fatal(err)
@@ -439,6 +442,7 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 
 	r.Restart()
 	c.Advance(2 * time.Second)
+	tk.Settle()
 	tk.Invalidate(key)
 	if _, err := tk.Get(context.Background(), key, src); err != nil {
 		t.Fatal(err)
