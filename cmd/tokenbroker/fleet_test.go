@@ -258,3 +258,76 @@ func flushRedis(t *testing.T, addr string) {
 		t.Fatal(err)
 	}
 }
+
+// TestFleetProcessesSurviveRedisFailure: under a steady load of Checks on
+// warm replicas, Redis is frozen (SIGSTOP) and then killed. No Check fails,
+// warm Checks never wait on Redis, and replicas started meanwhile serve by
+// minting locally.
+func TestFleetProcessesSurviveRedisFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	const redisTimeout = 500 * time.Millisecond // fleetRedisBlock's timeout
+	rdb := testpeer.StartRedis(t)
+	idp := devidp.New(devidp.Options{Clients: map[string]string{fleetClient: fleetSecret}, Lifetime: time.Hour})
+	idpSrv := httptest.NewServer(idp)
+	defer idpSrv.Close()
+	block := fleetRedisBlock(t, rdb.Addr)
+	warm := startReplicas(t, 2, idpSrv.URL, block)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if failed, _ := warm.checks(ctx, 300); failed != 0 || idp.Mints() != 1 {
+		t.Fatalf("warm-up: %d failed, %d mints", failed, idp.Mints())
+	}
+	// Two more replicas, started now (process start-up is CPU-heavy and
+	// would blur the latencies) but sent no Check until Redis is in trouble.
+	late := []*replicaSet{startReplicas(t, 1, idpSrv.URL, block), startReplicas(t, 1, idpSrv.URL, block)}
+
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	var failed, total int
+	var slowest time.Duration
+	go func() {
+		defer close(loadDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			start := time.Now()
+			f, _ := warm.checks(ctx, 20)
+			slowest = max(slowest, time.Since(start))
+			failed += f
+			total += 20
+		}
+	}()
+
+	cold := func(rs *replicaSet, what string) {
+		t.Helper()
+		start := time.Now()
+		if f, _ := rs.checks(ctx, 1); f != 0 {
+			t.Fatalf("cold Check with Redis %s failed:\n%s", what, rs.procs[0].logText())
+		}
+		if d := time.Since(start); d > 4*redisTimeout {
+			t.Errorf("cold Check with Redis %s took %v", what, d)
+		}
+	}
+	rdb.Pause()
+	cold(late[0], "frozen")
+	rdb.Kill()
+	cold(late[1], "killed")
+	close(stop)
+	<-loadDone
+
+	if failed != 0 {
+		t.Fatalf("%d of %d Checks failed while Redis froze and died", failed, total)
+	}
+	if slowest >= redisTimeout {
+		t.Fatalf("a round of warm Checks took %v: it waited on Redis (timeout %v)", slowest, redisTimeout)
+	}
+	if got := idp.Mints(); got != 3 {
+		t.Fatalf("mints = %d, want 3 (the fleet's one, then one local mint per replica started without Redis)", got)
+	}
+	t.Logf("%d warm Checks, 0 failed, slowest round of 20 %v, with Redis frozen then killed", total, slowest)
+}
