@@ -4,7 +4,10 @@
 // secret values are never echoed back in an error.
 package config
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Config is the whole configuration file after loading, defaulting and validation.
 type Config struct {
@@ -87,8 +90,17 @@ type Redis struct {
 
 	// EncryptionKeys are the decoded keys of EncryptionKeysFile, the
 	// encrypting key first; filled in by the loader.
-	EncryptionKeys [][]byte `yaml:"-"`
+	EncryptionKeys Keys `yaml:"-"`
 }
+
+// Keys are raw encryption keys that never print themselves.
+type Keys [][]byte
+
+// String redacts the keys so a Config can be logged or formatted safely.
+func (k Keys) String() string { return fmt.Sprintf("[%d keys redacted]", len(k)) }
+
+// GoString redacts the keys for %#v as well.
+func (k Keys) GoString() string { return k.String() }
 
 // RedisTLS configures TLS to Redis.
 type RedisTLS struct {

@@ -47,7 +47,7 @@ func (d *decoder) checkRedis(r *Redis, path string) {
 	}
 
 	if r.TLS.CAFile != "" {
-		b, err := os.ReadFile(r.TLS.CAFile)
+		b, err := readLimited(r.TLS.CAFile, 1<<20)
 		switch {
 		case err != nil:
 			d.check(false, path+".tls.ca_file", "cannot read %q: %v", r.TLS.CAFile, unwrapPath(err))
@@ -111,4 +111,19 @@ func readKeys(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("no key in the file (one base64 key of 32 random bytes per line)")
 	}
 	return keys, nil
+}
+
+// readLimited reads at most limit bytes of path, so /dev/zero fails rather
+// than exhausting memory.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("larger than %d KiB", limit>>10)
+	}
+	return b, err
 }

@@ -121,3 +121,25 @@ func TestRedisErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestRedisSecretsNeverPrinted(t *testing.T) {
+	keys := writeFile(t, "keys", testKey(9)+"\n")
+	cfg, err := Parse("tb.yaml", []byte("cache:\n  redis:\n    addrs: [a:1]\n    password: redis-pw-4412\n    encryption_keys_file: "+keys+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
+		out := fmt.Sprintf(format, *cfg.Cache.Redis)
+		if strings.Contains(out, "redis-pw-4412") || strings.Contains(out, "9 9 9") || strings.Contains(out, testKey(9)) || strings.Contains(out, "[9 ") {
+			t.Fatalf("%s prints a secret: %s", format, out)
+		}
+	}
+}
+
+func TestRedisCAFileBounded(t *testing.T) {
+	keys := writeFile(t, "keys", testKey(1)+"\n")
+	_, err := Parse("tb.yaml", []byte("cache:\n  redis:\n    addrs: [a:1]\n    encryption_keys_file: "+keys+"\n    tls: {enabled: true, ca_file: /dev/zero}\n"))
+	if err == nil || !strings.Contains(err.Error(), "tb.yaml:5: cache.redis.tls.ca_file: cannot read \"/dev/zero\": larger than 1024 KiB") {
+		t.Fatalf("got %v", err)
+	}
+}
