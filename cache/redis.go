@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
 
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -122,6 +123,9 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		DialerRetries:         1,
 		DialerRetryTimeout:    opts.Timeout,
 		DisableIdentity:       true,
+		// Fewer round trips when a connection is (re)made inside a Check's
+		// budget; those notifications are for managed-Redis maintenance.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
 	r.br = &breaker{
 		threshold: opts.FailureThreshold,

@@ -461,3 +461,46 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 		}
 	}
 }
+
+// TestLockHolderSilentWaiterMintsAfterDeadline: a replica holds the fleet
+// lock and never delivers (it died mid-mint). Another replica waits no longer
+// than the lock's TTL, then mints itself and shares the token.
+func TestLockHolderSilentWaiterMintsAfterDeadline(t *testing.T) {
+	c := newClock()
+	r := testpeer.StartRedis(t)
+	k := newKey(t)
+	newL2 := func(lockTTL time.Duration) *Redis {
+		l2, err := NewRedis(RedisOptions{Addrs: []string{r.Addr}, Sealer: mustSealer(t, k), Timeout: time.Second,
+			LockTTL: lockTTL, Now: c.Now, Meter: NewL2Metrics(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l2.Close() })
+		return l2
+	}
+	// The silent holder's lock outlives the waiter's patience (its lock TTL).
+	dead, l2 := newL2(time.Minute), newL2(300*time.Millisecond)
+	if _, held, err := dead.Lock(context.Background(), key); err != nil || !held {
+		t.Fatalf("lock: %v %v", held, err)
+	}
+	tk, err := New(Options{ExpiryMargin: 30 * time.Second, Now: c.Now, L2: l2, L2Meter: l2.opts.Meter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	src := &source{clock: c, lifetime: time.Hour}
+	start := time.Now()
+	tok, err := tk.Get(context.Background(), key, src)
+	if err != nil || tok.Value != "token-1" {
+		t.Fatalf("Get: %q %v", tok.Value, err)
+	}
+	if waited := time.Since(start); waited > 3*time.Second {
+		t.Fatalf("waited %v for a lock whose TTL is 300ms", waited)
+	}
+	if n := testutil.ToFloat64(l2.opts.Meter.locks.WithLabelValues(key.Name, "timed_out")); n != 1 {
+		t.Fatalf("timed_out = %v, want 1", n)
+	}
+	if got, ok, err := dead.Load(context.Background(), key); err != nil || !ok || got.Value != "token-1" {
+		t.Fatalf("the waiter's token was not shared: %v %v %v", got, ok, err)
+	}
+}
