@@ -42,6 +42,11 @@ type Options struct {
 	Now    func() time.Time // clock seam; default time.Now
 	Logger *zap.Logger      // default zap.NewNop()
 	Meter  *Metrics         // default: unregistered metrics
+
+	// L2 is a tier shared by a fleet (Redis); nil keeps tokens in this
+	// process only. It is consulted on misses and refreshes, never on hits.
+	L2      Shared
+	L2Meter *L2Metrics // default: unregistered metrics
 }
 
 // ErrBackoff marks a request refused without calling the IdP because the
@@ -119,6 +124,9 @@ func New(opts Options) (*Tokens, error) {
 	}
 	if opts.Meter == nil {
 		opts.Meter = NewMetrics(nil)
+	}
+	if opts.L2Meter == nil {
+		opts.L2Meter = NewL2Metrics(nil)
 	}
 	l1, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
 		NumCounters:        opts.MaxTokens * 10, // ristretto's advice: 10× the items
@@ -213,6 +221,9 @@ func (t *Tokens) fill(s *slot, src credential.Source) (any, error) {
 		t.store(cur, now)
 		return cur, nil
 	}
+	if t.opts.L2 != nil {
+		return t.obtainShared(s, src, false)
+	}
 	return t.mint(s, src)
 }
 
@@ -235,7 +246,12 @@ func (t *Tokens) refreshInBackground(s *slot, src credential.Source, now time.Ti
 		defer s.refreshing.Store(false)
 		// Joining the single-flight means a concurrent foreground miss and this
 		// refresh share one mint.
-		_, _, _ = t.group.Do(s.key.ID, func() (any, error) { return t.mint(s, src) })
+		_, _, _ = t.group.Do(s.key.ID, func() (any, error) {
+			if t.opts.L2 != nil {
+				return t.obtainShared(s, src, true)
+			}
+			return t.mint(s, src)
+		})
 	}()
 }
 

@@ -4,7 +4,10 @@
 // secret values are never echoed back in an error.
 package config
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Config is the whole configuration file after loading, defaulting and validation.
 type Config struct {
@@ -128,6 +131,46 @@ type Cache struct {
 	MaxTokens    int64    `yaml:"max_tokens"`    // default 100000
 	ExpiryMargin Duration `yaml:"expiry_margin"` // default 30s
 	RefreshAhead float64  `yaml:"refresh_ahead"` // default 0.2; 0 < x < 1
+
+	// Redis, when set, shares tokens across a fleet of replicas (L2).
+	Redis *Redis `yaml:"redis"`
+}
+
+// Redis configures the fleet-wide shared token cache.
+type Redis struct {
+	// Addrs: one address is a single node, several a Redis Cluster; with
+	// MasterName they are Sentinel addresses.
+	Addrs              []string `yaml:"addrs"`
+	MasterName         string   `yaml:"master_name"`
+	Username           string   `yaml:"username"`
+	Password           Secret   `yaml:"password"`
+	PasswordFile       string   `yaml:"password_file"`
+	DB                 int      `yaml:"db"`
+	TLS                RedisTLS `yaml:"tls"`
+	KeyPrefix          string   `yaml:"key_prefix"`           // default "tokenbroker:"
+	EncryptionKeysFile string   `yaml:"encryption_keys_file"` // required: one base64 32-byte key per line
+	Timeout            Duration `yaml:"timeout"`              // per operation, default 50ms
+	LockTTL            Duration `yaml:"lock_ttl"`             // fleet mint lock, default 10s
+
+	// EncryptionKeys are the decoded keys of EncryptionKeysFile, the
+	// encrypting key first; filled in by the loader.
+	EncryptionKeys Keys `yaml:"-"`
+}
+
+// Keys are raw encryption keys that never print themselves.
+type Keys [][]byte
+
+// String redacts the keys so a Config can be logged or formatted safely.
+func (k Keys) String() string { return fmt.Sprintf("[%d keys redacted]", len(k)) }
+
+// GoString redacts the keys for %#v as well.
+func (k Keys) GoString() string { return k.String() }
+
+// RedisTLS configures TLS to Redis.
+type RedisTLS struct {
+	Enabled    bool   `yaml:"enabled"`
+	CAFile     string `yaml:"ca_file"`     // default: the system roots
+	ServerName string `yaml:"server_name"` // default: the host of the address
 }
 
 // Shutdown tunes graceful termination.

@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 	got := []any{cfg.Listen, cfg.DefaultAction, cfg.Cache, cfg.Shutdown, c.Name, c.Type, c.AuthMethod, c.Header,
 		c.Format, c.Timeout, c.DefaultLifetime, cfg.Routes[0].Host, cfg.Routes[0].Methods, cfg.Routes[0].Line}
 	want := []any{Listen{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9193"}, "deny",
-		Cache{100000, Duration(30 * time.Second), 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
+		Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
 		"billing", "client_credentials", "client_secret_basic", "Authorization", "Bearer {token}",
 		Duration(10 * time.Second), Duration(5 * time.Minute), "a.example.com", []string{"GET"}, 7}
 	if !reflect.DeepEqual(got, want) {
@@ -466,16 +466,15 @@ func TestExpansionBounded(t *testing.T) {
 		{"alias fan-out", fanout.String(), "credentials.c"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			start := time.Now()
+			// No wall-clock bound here (timed tests flake on a busy machine): the
+			// fan-out case must hit the work budget, and a runaway expansion
+			// would hit the test timeout.
 			_, err := Parse("tb.yaml", []byte(tc.yaml))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want ...%s", err, tc.want)
 			}
 			if tc.name == "alias fan-out" && !strings.Contains(err.Error(), "document too large or too deeply aliased") {
 				t.Errorf("got %v, want the budget error", err)
-			}
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("took %v", d)
 			}
 		})
 	}

@@ -37,6 +37,12 @@ func (c *Credential) setDefaults() {
 	c.DefaultLifetime = Duration(5 * time.Minute)
 }
 
+func (r *Redis) setDefaults() {
+	r.KeyPrefix = "tokenbroker:"
+	r.Timeout = Duration(50 * time.Millisecond)
+	r.LockTTL = Duration(10 * time.Second)
+}
+
 func (r *Route) setLine(line int) { r.Line = line }
 
 // check reports a problem with field unless ok, at the line of the field or
@@ -85,6 +91,9 @@ func (d *decoder) validate(c *Config) {
 	d.check(c.Cache.MaxTokens >= 1, "cache.max_tokens", "must be at least 1")
 	d.check(c.Cache.ExpiryMargin >= 0, "cache.expiry_margin", "must not be negative")
 	d.check(c.Cache.RefreshAhead > 0 && c.Cache.RefreshAhead < 1, "cache.refresh_ahead", "must be between 0 and 1, exclusive")
+	if c.Cache.Redis != nil {
+		d.checkRedis(c.Cache.Redis, "cache.redis")
+	}
 	d.check(c.Shutdown.Delay >= 0, "shutdown.delay", "must not be negative")
 	d.check(c.Shutdown.Drain >= 0, "shutdown.drain", "must not be negative")
 }

@@ -68,6 +68,7 @@ type server struct {
 	cfg     *config.Config
 	log     *zap.Logger
 	tokens  *cache.Tokens
+	l2      *cache.Redis // nil without cache.redis
 	current envoy.Current
 	health  *health.Server
 	grpc    *grpc.Server
@@ -84,14 +85,26 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &server{cfg: cfg, log: log, health: health.NewServer(), admin: admin.New(reg), done: make(chan struct{})}
-	s.tokens, err = cache.New(cache.Options{
+	l2, l2Meter, err := sharedTier(cfg.Cache.Redis, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.l2 = l2
+	opts := cache.Options{
 		MaxTokens:    cfg.Cache.MaxTokens,
 		ExpiryMargin: cfg.Cache.ExpiryMargin.D(),
 		RefreshAhead: cfg.Cache.RefreshAhead,
 		Logger:       log,
 		Meter:        cache.NewMetrics(reg),
-	})
+	}
+	if l2 != nil {
+		opts.L2, opts.L2Meter = l2, l2Meter // a nil *cache.Redis must not become a non-nil Shared
+	}
+	s.tokens, err = cache.New(opts)
 	if err != nil {
+		if l2 != nil {
+			_ = l2.Close()
+		}
 		return nil, err
 	}
 	defer func() {
@@ -211,6 +224,9 @@ func (s *server) shutdown() {
 
 func (s *server) closeAll() {
 	s.tokens.Close()
+	if s.l2 != nil {
+		_ = s.l2.Close()
+	}
 }
 
 // buildSources makes a token source for every credential.

@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/credential"
+)
+
+// Fleet-wide minting through the shared tier (Options.L2).
+//
+// On a miss, or when a token reaches its refresh point, a replica first looks
+// in L2. Finding nothing good enough, it takes the fleet mint lock and mints;
+// a replica that loses the lock polls L2 for the winner's token until
+// LockWait passes, then mints itself. Any L2 error means "no fleet": mint
+// locally at once, so Redis trouble never fails a Check.
+
+const (
+	firstPoll = 5 * time.Millisecond
+	maxPoll   = 250 * time.Millisecond
+)
+
+// obtainShared gets s a new token through L2. refresh says the slot still
+// holds a valid token that has reached its refresh point: then only a token
+// that has not reached its own refresh point will do.
+func (t *Tokens) obtainShared(s *slot, src credential.Source, refresh bool) (any, error) {
+	l2, name := t.opts.L2, s.key.Name
+	deadline := time.Now().Add(l2.LockWait())
+	delay := firstPoll
+	contended := false
+	for {
+		tok, ok, err := l2.Load(t.ctx, s.key)
+		if err != nil {
+			return t.mintShared(s, src, false)
+		}
+		if e := t.acceptable(s, tok, ok, refresh); e != nil {
+			if contended {
+				t.opts.L2Meter.lock(name, "waited")
+			}
+			return e, nil
+		}
+		release, held, err := l2.Lock(t.ctx, s.key)
+		if err != nil {
+			return t.mintShared(s, src, false)
+		}
+		if held {
+			defer release()
+			// Another replica may have stored its token between our Load and
+			// our Lock (and released the lock): look once more.
+			if tok, ok, err := l2.Load(t.ctx, s.key); err == nil {
+				if e := t.acceptable(s, tok, ok, refresh); e != nil {
+					return e, nil
+				}
+			}
+			return t.mintShared(s, src, true)
+		}
+		contended = true
+		if !time.Now().Add(delay).Before(deadline) {
+			t.opts.L2Meter.lock(name, "timed_out")
+			t.opts.Logger.Warn("no token from the replica holding the fleet mint lock; minting here",
+				zap.String("credential", name), zap.Duration("waited", l2.LockWait()))
+			return t.mintShared(s, src, true)
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-t.ctx.Done():
+			timer.Stop()
+			return nil, &UnavailableError{Name: name, Err: t.ctx.Err()}
+		}
+		delay = min(delay*2, maxPoll)
+	}
+}
+
+// acceptable adopts tok from L2 into s when it is good enough: usable now,
+// and for a refresh not yet due for refresh itself. It returns nil otherwise.
+func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *entry {
+	if !ok {
+		return nil
+	}
+	now := t.opts.Now()
+	e := t.newEntry(s, tok)
+	if !now.Before(e.until) || refresh && !now.Before(e.refreshAt) {
+		return nil
+	}
+	s.mu.Lock()
+	if s.cur != nil && s.cur.tok.Expiry.After(tok.Expiry) {
+		e = s.cur // ours is newer (a refresh raced ahead): keep it
+	} else {
+		s.cur, s.failures, s.lastErr, s.nextAttempt = e, 0, nil, time.Time{}
+	}
+	s.mu.Unlock()
+	t.store(e, now)
+	t.opts.Logger.Debug("token from shared cache", zap.String("credential", s.key.Name))
+	return e
+}
+
+// mintShared mints and, when share is set, offers the token to the fleet
+// for the rest of its usable life.
+func (t *Tokens) mintShared(s *slot, src credential.Source, share bool) (any, error) {
+	v, err := t.mint(s, src)
+	if err != nil || !share {
+		return v, err
+	}
+	e := v.(*entry)
+	if err := t.opts.L2.Store(t.ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
+		t.opts.Logger.Debug("token not shared", zap.String("credential", s.key.Name), zap.Error(err))
+	}
+	return v, nil
+}

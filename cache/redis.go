@@ -1,0 +1,278 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/credential"
+)
+
+// Shared is a token store shared by a fleet of caches (L2). Tokens calls it
+// only on a miss or a refresh, never on a hit. Every method must return
+// promptly (bounded by its own timeout) and an error means "unavailable":
+// the cache then mints locally rather than fail.
+type Shared interface {
+	// Load returns key's token; ok is false on a miss (including a value
+	// that cannot be decrypted).
+	Load(ctx context.Context, key Key) (tok credential.Token, ok bool, err error)
+	// Store saves tok under key for ttl.
+	Store(ctx context.Context, key Key, tok credential.Token, ttl time.Duration) error
+	// Lock tries once to take key's fleet mint lock. When held, release must
+	// be called (it frees the lock only if this caller still owns it).
+	Lock(ctx context.Context, key Key) (release func(), held bool, err error)
+	// LockWait is how long a replica that lost the lock waits for the
+	// winner's token before minting itself.
+	LockWait() time.Duration
+}
+
+// RedisOptions configure a Redis shared tier.
+type RedisOptions struct {
+	// Addrs: one address is a single node, several a cluster; with
+	// MasterName they are Sentinels (go-redis UniversalClient rules).
+	Addrs      []string
+	MasterName string
+	Username   string
+	Password   string
+	DB         int
+	TLS        *tls.Config // nil: plain TCP
+
+	KeyPrefix string        // prepended to every key, e.g. "tokenbroker:"
+	Sealer    *Sealer       // encrypts every value (required)
+	Timeout   time.Duration // per operation (default 50ms)
+	LockTTL   time.Duration // fleet mint lock lifetime and the longest wait for it (default 10s)
+
+	FailureThreshold int           // consecutive failures that open the breaker (default 5)
+	Cooldown         time.Duration // open time before a probe (default 5s)
+
+	Now    func() time.Time // breaker clock seam; default time.Now
+	Logger *zap.Logger
+	Meter  *L2Metrics
+}
+
+// Redis is the Shared tier backed by Redis, Redis Cluster or Sentinel.
+// Values are sealed with AES-256-GCM; key names are hashes of the
+// credential identity, so Redis holds no token, secret or client id in clear.
+type Redis struct {
+	opts   RedisOptions
+	client redis.UniversalClient
+	br     *breaker
+
+	unreadable sync.Map // Redis key -> struct{}: logged once
+}
+
+// releaseScript deletes the lock only if it still holds our owner value, so a
+// replica whose lock expired cannot free another replica's lock.
+var releaseScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+// NewRedis builds the Redis tier. It does not connect: a Redis that is down
+// at start is like one that fails later (local mints until it is back).
+func NewRedis(opts RedisOptions) (*Redis, error) {
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("redis: no address")
+	}
+	if opts.Sealer == nil {
+		return nil, errors.New("redis: no encryption key")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 50 * time.Millisecond
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = 10 * time.Second
+	}
+	if opts.FailureThreshold <= 0 {
+		opts.FailureThreshold = 5
+	}
+	if opts.Cooldown <= 0 {
+		opts.Cooldown = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Meter == nil {
+		opts.Meter = NewL2Metrics(nil)
+	}
+	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
+	r := &Redis{opts: opts}
+	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:                 opts.Addrs,
+		MasterName:            opts.MasterName,
+		Username:              opts.Username,
+		Password:              opts.Password,
+		DB:                    opts.DB,
+		TLSConfig:             opts.TLS,
+		DialTimeout:           opts.Timeout,
+		ReadTimeout:           opts.Timeout,
+		WriteTimeout:          opts.Timeout,
+		PoolTimeout:           opts.Timeout,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1, // a retry would double the time a Check can wait on Redis
+		DialerRetries:         1,
+		DialerRetryTimeout:    opts.Timeout,
+		DisableIdentity:       true,
+		// Fewer round trips when a connection is (re)made inside a Check's
+		// budget; those notifications are for managed-Redis maintenance.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+	r.br = &breaker{
+		threshold: opts.FailureThreshold,
+		cooldown:  opts.Cooldown,
+		now:       opts.Now,
+		onChange: func(from, to breakerState, err error) {
+			opts.Meter.breakerChanged(to)
+			fields := []zap.Field{zap.Stringer("from", from), zap.Stringer("to", to)}
+			if err != nil {
+				fields = append(fields, zap.Error(err))
+			}
+			if to == breakerOpen {
+				opts.Logger.Warn("shared cache unavailable: using local cache and local mints", append(fields, zap.Duration("cooldown", opts.Cooldown))...)
+			} else {
+				opts.Logger.Info("shared cache breaker state changed", fields...)
+			}
+		},
+	}
+	return r, nil
+}
+
+// quietOnce routes go-redis's own (process-wide) log lines, such as every
+// failed dial while Redis is down, to debug level: the breaker logs the
+// state changes that matter.
+var quietOnce sync.Once
+
+type zapPrintf struct{ log *zap.Logger }
+
+func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
+	z.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
+}
+
+// Close closes the Redis connections.
+func (r *Redis) Close() error { return r.client.Close() }
+
+// LockWait implements Shared.
+func (r *Redis) LockWait() time.Duration { return r.opts.LockTTL }
+
+// Names returns the Redis key names used for id: its token and its lock.
+// They are hashes: the identity itself never appears in Redis.
+func (r *Redis) Names(id string) (token, lock string) {
+	sum := sha256.Sum256([]byte("tokenbroker.l2.v1\x00" + id))
+	h := hex.EncodeToString(sum[:])
+	return r.opts.KeyPrefix + "token:" + h, r.opts.KeyPrefix + "lock:" + h
+}
+
+// do runs one Redis operation under the breaker and the per-operation timeout.
+// redis.Nil (a miss, or a lock held elsewhere) counts as an answer.
+func (r *Redis) do(ctx context.Context, op func(ctx context.Context) error) error {
+	if !r.br.allow() {
+		return ErrBreakerOpen
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	err := op(ctx)
+	cancel()
+	if errors.Is(err, redis.Nil) {
+		r.br.done(nil)
+		return err
+	}
+	r.br.done(err)
+	return err
+}
+
+// Load implements Shared.
+func (r *Redis) Load(ctx context.Context, key Key) (credential.Token, bool, error) {
+	name, _ := r.Names(key.ID)
+	var b []byte
+	err := r.do(ctx, func(ctx context.Context) (err error) {
+		b, err = r.client.Get(ctx, name).Bytes()
+		return err
+	})
+	switch {
+	case errors.Is(err, redis.Nil):
+		r.opts.Meter.lookup(key.Name, "miss")
+		return credential.Token{}, false, nil
+	case err != nil:
+		r.opts.Meter.lookup(key.Name, "error")
+		return credential.Token{}, false, fmt.Errorf("shared cache: get: %w", err)
+	}
+	tok, err := r.opts.Sealer.Open(name, b)
+	if err != nil {
+		r.opts.Meter.lookup(key.Name, "unreadable")
+		if _, seen := r.unreadable.LoadOrStore(name, struct{}{}); !seen {
+			r.opts.Logger.Warn("shared cache value unreadable (wrong encryption key, corrupt, or an older format): treated as a miss",
+				zap.String("credential", key.Name))
+		}
+		return credential.Token{}, false, nil
+	}
+	r.opts.Meter.lookup(key.Name, "hit")
+	return tok, true, nil
+}
+
+// Store implements Shared.
+func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return nil
+	}
+	name, _ := r.Names(key.ID)
+	b, err := r.opts.Sealer.Seal(name, tok)
+	if err != nil {
+		return fmt.Errorf("shared cache: seal: %w", err)
+	}
+	err = r.do(ctx, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
+	if err != nil {
+		r.opts.Meter.write(key.Name, "error")
+		return fmt.Errorf("shared cache: set: %w", err)
+	}
+	r.opts.Meter.write(key.Name, "ok")
+	return nil
+}
+
+// Lock implements Shared with SET NX PX and a random owner value.
+func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
+	_, name := r.Names(key.ID)
+	var owner [16]byte
+	_, _ = rand.Read(owner[:])
+	val := hex.EncodeToString(owner[:])
+	var got bool
+	err := r.do(ctx, func(ctx context.Context) (err error) {
+		got, err = r.client.SetNX(ctx, name, val, r.opts.LockTTL).Result() // SET name val PX ttl NX
+		return err
+	})
+	switch {
+	case err == nil && !got:
+		r.opts.Meter.lock(key.Name, "contended")
+		return nil, false, nil
+	case err != nil:
+		r.opts.Meter.lock(key.Name, "error")
+		return nil, false, fmt.Errorf("shared cache: lock: %w", err)
+	}
+	r.opts.Meter.lock(key.Name, "acquired")
+	release := func() {
+		// Not the caller's context: the lock should go even if it was cancelled.
+		err := r.do(context.Background(), func(ctx context.Context) error {
+			return releaseScript.Run(ctx, r.client, []string{name}, val).Err()
+		})
+		if err != nil {
+			r.opts.Logger.Debug("fleet lock release failed; it expires by itself",
+				zap.String("credential", key.Name), zap.Error(err))
+		}
+	}
+	return release, true, nil
+}
+
+// Ping checks the connection once, outside the breaker (for start-up logs).
+func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	return r.client.Ping(ctx).Err()
+}
