@@ -14,6 +14,7 @@ type Config struct {
 	Routes        []Route                `yaml:"routes"`
 	Cache         Cache                  `yaml:"cache"`
 	Shutdown      Shutdown               `yaml:"shutdown"`
+	ForwardAuth   ForwardAuth            `yaml:"forward_auth"`
 
 	// File is the path the configuration was read from ("" when parsed from memory).
 	File string `yaml:"-"`
@@ -23,6 +24,19 @@ type Config struct {
 type Listen struct {
 	GRPC  string `yaml:"grpc"`  // ext_authz v3 + grpc.health.v1 + reflection
 	Admin string `yaml:"admin"` // /healthz /readyz /metrics
+	// HTTP is the forward-auth listener (nginx, Caddy, Traefik, Envoy
+	// http_service, Istio envoyExtAuthzHttp). Off unless set, so existing
+	// configurations do not open a new port.
+	HTTP string `yaml:"http"`
+}
+
+// ForwardAuth tunes the HTTP forward-auth server.
+type ForwardAuth struct {
+	// EnvoyPathPrefix marks requests from Envoy's http_service (and Istio's
+	// envoyExtAuthzHttp), which append the original path to a path_prefix:
+	// under it only the request line and Host count and every X-Forwarded-*
+	// or X-Original-* header is ignored. Default /envoy; "" turns it off.
+	EnvoyPathPrefix string `yaml:"envoy_path_prefix"`
 }
 
 // Credential describes one token source.

@@ -50,6 +50,8 @@ func TestLoadExample(t *testing.T) {
 		Cache:    Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2},
 		Shutdown: Shutdown{Drain: Duration(10 * time.Second)},
 		File:     "testdata/example.yaml",
+
+		ForwardAuth: ForwardAuth{EnvoyPathPrefix: "/envoy"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -72,7 +74,7 @@ func TestDefaults(t *testing.T) {
 	c := cfg.Credentials["billing"]
 	got := []any{cfg.Listen, cfg.DefaultAction, cfg.Cache, cfg.Shutdown, c.Name, c.Type, c.AuthMethod, c.Header,
 		c.Format, c.Timeout, c.DefaultLifetime, cfg.Routes[0].Host, cfg.Routes[0].Methods, cfg.Routes[0].Line}
-	want := []any{Listen{"127.0.0.1:9191", "127.0.0.1:9193"}, "deny",
+	want := []any{Listen{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9193"}, "deny",
 		Cache{100000, Duration(30 * time.Second), 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
 		"billing", "client_credentials", "client_secret_basic", "Authorization", "Bearer {token}",
 		Duration(10 * time.Second), Duration(5 * time.Minute), "a.example.com", []string{"GET"}, 7}
@@ -89,7 +91,7 @@ func TestExplicitValues(t *testing.T) {
 	}{
 		{"empty file", "", func(c *Config) any { return c.Listen.GRPC }, "127.0.0.1:9191"},
 		{"only comments", "# nothing\n", func(c *Config) any { return c.DefaultAction }, "deny"},
-		{"empty admin turns it off", "listen: {admin: ''}\n", func(c *Config) any { return c.Listen }, Listen{"127.0.0.1:9191", ""}},
+		{"empty admin turns it off", "listen: {admin: ''}\n", func(c *Config) any { return c.Listen }, Listen{GRPC: "127.0.0.1:9191"}},
 		{"null keeps default", "listen: {admin: ~}\n", func(c *Config) any { return c.Listen.Admin }, "127.0.0.1:9193"},
 		{"allow", "default_action: allow\n", func(c *Config) any { return c.DefaultAction }, "allow"},
 		{"underscored int", "cache: {max_tokens: 1_000}\n", func(c *Config) any { return c.Cache.MaxTokens }, int64(1000)},
@@ -134,7 +136,7 @@ func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		// structure
 		{"unknown top-level key", "listn:\n  grpc: x\n", "tb.yaml:1: listn: unknown field"},
-		{"unknown listen key", "listen:\n  http: x\n", "tb.yaml:2: listen.http: unknown field"},
+		{"unknown listen key", "listen:\n  htp: x\n", "tb.yaml:2: listen.htp: unknown field"},
 		{"unknown credential key", cred + "    scope: [a]\n", "tb.yaml:6: credentials.billing.scope: unknown field"},
 		{"loader-only key is unknown", cred + "    name: x\n", "tb.yaml:6: credentials.billing.name: unknown field"},
 		{"unknown route key", cred + "routes:\n  - host: a.com\n    credential: billing\n    path: /x\n", "tb.yaml:9: routes[0].path: unknown field"},
