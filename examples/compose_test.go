@@ -17,8 +17,8 @@ import (
 )
 
 // TestExampleTokenbrokerConfigsLoad loads every tokenbroker configuration
-// shipped under examples/ (files named tokenbroker*.yaml, and the one inside
-// the Kubernetes ConfigMap) exactly as `tokenbroker serve` would.
+// shipped under examples/ (files named tokenbroker*.yaml) exactly as
+// `tokenbroker serve` would; TestKubernetesManifests loads the ConfigMap's.
 func TestExampleTokenbrokerConfigsLoad(t *testing.T) {
 	exampleEnv(t, "https://idp.example.com/oauth/token")
 	var files []string
