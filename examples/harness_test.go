@@ -63,8 +63,26 @@ func exampleEnv(t *testing.T, tokenURL string) {
 	t.Setenv("DEMO_CLIENT_SECRET", "demo-secret")
 }
 
-func startBroker(t *testing.T, cfgPath string) *broker {
+// startBroker serves cfgPath, with each old→new pair of edits applied first.
+func startBroker(t *testing.T, cfgPath string, edits ...string) *broker {
 	t.Helper()
+	if len(edits) > 0 {
+		raw, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(raw)
+		for i := 0; i+1 < len(edits); i += 2 {
+			if !strings.Contains(s, edits[i]) {
+				t.Fatalf("%s does not contain %q", cfgPath, edits[i])
+			}
+			s = strings.Replace(s, edits[i], edits[i+1], 1)
+		}
+		cfgPath = filepath.Join(t.TempDir(), filepath.Base(cfgPath))
+		if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b := &broker{
 		idp:   devidp.New(devidp.Options{Clients: map[string]string{"svc-billing": billingSecret}, Lifetime: time.Hour}),
 		clock: &clock{t: time.Now()},
@@ -144,9 +162,9 @@ func need(t *testing.T, name string, extra ...string) string {
 
 // startPeer runs a peer process until the test ends, returning once a line
 // containing ready appears on its stderr (or stdout).
-func startPeer(t *testing.T, ready string, name string, args ...string) {
+func startPeer(t *testing.T, ready string, cmd *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	name := cmd.Path
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

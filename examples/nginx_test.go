@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -77,7 +78,7 @@ http {
 		t.Fatal(err)
 	}
 	// The "start worker process" notice comes after the listeners are bound.
-	startPeer(t, "start worker process", bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", "stderr")
+	startPeer(t, "start worker process", exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", "stderr"))
 	return addr
 }
 
@@ -89,7 +90,45 @@ func TestNginxEndToEnd(t *testing.T) {
 	upSrv := httptest.NewServer(up)
 	defer upSrv.Close()
 	proxy := startNginx(t, b.addr, upSrv.URL)
+	// nginx's auth_request turns any status but 2xx/401/403 into 500.
+	forwardAuthScenario(t, b, up, proxy, http.StatusInternalServerError)
+}
 
+// TestNginxPassThroughDropsClientToken: with default_action allow,
+// tokenbroker allows an unrouted request without a token, and the client's
+// own Authorization must still not reach the upstream.
+func TestNginxPassThroughDropsClientToken(t *testing.T) {
+	b := startBroker(t, "nginx/tokenbroker.yaml", "default_action: deny", "default_action: allow")
+	up := &echo{}
+	upSrv := httptest.NewServer(up)
+	defer upSrv.Close()
+	passThroughScenario(t, up, startNginx(t, b.addr, upSrv.URL))
+}
+
+func passThroughScenario(t *testing.T, up *echo, proxy string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+proxy+"/public", nil)
+	req.Host = "billing.example.com"
+	req.Header.Set("Authorization", "Bearer forged")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("pass-through: %d", resp.StatusCode)
+	}
+	if seen := up.seen(); len(seen) != 1 || seen[0] != "" {
+		t.Fatalf("upstream saw Authorization %q, want none", seen)
+	}
+}
+
+// forwardAuthScenario drives a proxy in front of tokenbroker and the echo
+// upstream: IdP down, a forged token replaced, denials that never reach the
+// upstream, and 1,000 requests on one mint. idpDown is the status the proxy
+// answers when tokenbroker says 503.
+func forwardAuthScenario(t *testing.T, b *broker, up *echo, proxy string, idpDown int) {
+	t.Helper()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	defer client.CloseIdleConnections()
 	get := func(method, host, path, auth string) (int, http.Header) {
@@ -99,9 +138,10 @@ func TestNginxEndToEnd(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
-		// Smuggling attempts a careless proxy config would let through.
+		// Smuggling attempts a careless proxy configuration would let through.
 		req.Header.Set("X-Forwarded-Host", "evil.example.net")
 		req.Header.Set("X-Forwarded-Uri", "/v1/smuggled")
+		req.Header.Set("X-Original-URI", "/v1/smuggled")
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -111,11 +151,11 @@ func TestNginxEndToEnd(t *testing.T) {
 		return resp.StatusCode, resp.Header
 	}
 
-	// IdP down before anything is cached: tokenbroker answers 503, which
-	// nginx's auth_request turns into 500; nothing reaches the upstream.
+	// IdP down before anything is cached: tokenbroker answers 503 and
+	// nothing reaches the upstream.
 	b.idp.SetDown(http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`, "")
-	if code, _ := get("GET", "billing.example.com", "/v1/x", ""); code != http.StatusInternalServerError {
-		t.Fatalf("IdP down: nginx answered %d, want 500", code)
+	if code, _ := get("GET", "billing.example.com", "/v1/x", ""); code != idpDown {
+		t.Fatalf("IdP down: proxy answered %d, want %d", code, idpDown)
 	}
 	b.idp.SetDown(0, "", "")
 	b.clock.Advance(2 * time.Minute) // past the mint back-off
