@@ -2,7 +2,9 @@ package examples_test
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,5 +184,44 @@ func TestDockerfile(t *testing.T) {
 	}
 	if strings.Contains(df, "USER root") || strings.Contains(df, "USER 0") {
 		t.Error("runs as root")
+	}
+}
+
+// TestComposeEchoUpstream runs the demo's echo upstream (echo.conf) in a
+// real nginx: it shows the Authorization it received, shortened.
+func TestComposeEchoUpstream(t *testing.T) {
+	conf, err := os.ReadFile("docker-compose/echo.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	site := strings.Replace(string(conf), "listen 8080;", "listen "+addr+";", 1)
+	if site == string(conf) {
+		t.Fatal("echo.conf no longer listens on 8080")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNginxWith(t, dir)
+	for auth, want := range map[string]string{
+		"Bearer devidp.abcdefghijklmnop": "upstream got: Authorization: Bearer devidp.abcde...\n",
+		"":                               "upstream got: Authorization: (none)\n",
+		"Basic Zm9vOmJhcg==":             "upstream got: Authorization: (not a bearer token)\n",
+	} {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/x?y=1", nil)
+		req.Host = "orders.example.com"
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "upstream got: POST orders.example.com/v1/x?y=1\n"+want {
+			t.Errorf("Authorization %q: echo answered %q", auth, body)
+		}
 	}
 }

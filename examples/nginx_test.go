@@ -37,7 +37,6 @@ func (e *echo) seen() []string {
 // pointed at tb (tokenbroker) and upstream, on a free loopback port.
 func startNginx(t *testing.T, tb, upstream string) string {
 	t.Helper()
-	bin := need(t, "nginx", "/usr/sbin/nginx")
 	conf, err := os.ReadFile("nginx/tokenbroker.conf")
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +57,15 @@ func startNginx(t *testing.T, tb, upstream string) string {
 	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	startNginxWith(t, dir)
+	return addr
+}
+
+// startNginxWith runs nginx with dir as its prefix, serving dir/site.conf
+// inside http { }, until the test ends.
+func startNginxWith(t *testing.T, dir string) {
+	t.Helper()
+	bin := need(t, "nginx", "/usr/sbin/nginx")
 	main := fmt.Sprintf(`daemon off;
 master_process on;
 worker_processes 1;
@@ -79,7 +87,6 @@ http {
 	}
 	// The "start worker process" notice comes after the listeners are bound.
 	startPeer(t, "start worker process", exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", "stderr"))
-	return addr
 }
 
 // TestNginxEndToEnd: client → nginx (auth_request) → tokenbroker HTTP →
