@@ -16,14 +16,15 @@ RUN go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/token
 
 FROM gcr.io/distroless/static-debian12:nonroot AS devidp
 COPY --from=build /out/devidp /devidp
-USER nonroot:nonroot
+# nonroot, numerically, so Kubernetes' runAsNonRoot can verify it
+USER 65532:65532
 EXPOSE 9000
 ENTRYPOINT ["/devidp"]
 CMD ["--listen", "0.0.0.0:9000"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS tokenbroker
 COPY --from=build /out/tokenbroker /tokenbroker
-USER nonroot:nonroot
+USER 65532:65532
 # 9191 ext_authz gRPC, 9192 HTTP forward-auth, 9193 admin (/healthz /readyz /metrics)
 EXPOSE 9191 9192 9193
 # distroless has no shell or curl: the binary asks its own gRPC health service.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -177,13 +178,22 @@ func TestDockerfile(t *testing.T) {
 	if !strings.HasPrefix(last, "gcr.io/distroless/static") && last != "scratch" {
 		t.Errorf("final stage %s is not distroless static or scratch", last)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "USER nonroot:nonroot", "HEALTHCHECK", `"/tokenbroker", "health"`, "./cmd/tokenbroker", "./cmd/devidp"} {
+	for _, want := range []string{"CGO_ENABLED=0", "USER 65532:65532", "HEALTHCHECK", `"/tokenbroker", "health"`, "./cmd/tokenbroker", "./cmd/devidp"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %s", want)
 		}
 	}
-	if strings.Contains(df, "USER root") || strings.Contains(df, "USER 0") {
-		t.Error("runs as root")
+	// Every runtime stage runs as a numeric non-root user: Kubernetes'
+	// runAsNonRoot cannot verify a user name such as "nonroot".
+	users := regexp.MustCompile(`(?m)^USER (\S+)`).FindAllStringSubmatch(df, -1)
+	if len(users) != len(froms)-1 {
+		t.Errorf("%d runtime stages, %d USER lines", len(froms)-1, len(users))
+	}
+	for _, u := range users {
+		uid, _, _ := strings.Cut(u[1], ":")
+		if n, err := strconv.Atoi(uid); err != nil || n == 0 {
+			t.Errorf("USER %s is not a numeric non-root user", u[1])
+		}
 	}
 }
 

@@ -172,6 +172,12 @@ func TestKubernetesManifests(t *testing.T) {
 		ports[str(po.get("name"))] = po.get("containerPort").(int)
 	}
 
+	// runAsNonRoot needs a numeric user to be verifiable.
+	psc := dep.sub("spec", "template", "spec", "securityContext")
+	if uid, ok := psc.get("runAsUser").(int); psc.get("runAsNonRoot") != true || !ok || uid == 0 {
+		t.Errorf("pod securityContext %v: want runAsNonRoot with a numeric non-root runAsUser", psc)
+	}
+
 	// gRPC health probes on the gRPC port.
 	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
 		if port, ok := c.get(probe, "grpc", "port").(int); !ok || port != ports["grpc"] {
