@@ -28,6 +28,7 @@ USER 65532:65532
 # 9191 ext_authz gRPC, 9192 HTTP forward-auth, 9193 admin (/healthz /readyz /metrics)
 EXPOSE 9191 9192 9193
 # distroless has no shell or curl: the binary asks its own gRPC health service.
+# With listen.grpc off, override it: HEALTHCHECK CMD ["/tokenbroker", "health", "--http", "http://127.0.0.1:9193/readyz"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/tokenbroker", "health", "--grpc", "127.0.0.1:9191"]
 ENTRYPOINT ["/tokenbroker"]
