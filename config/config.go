@@ -17,6 +17,7 @@ type Config struct {
 	Routes        []Route                `yaml:"routes"`
 	Cache         Cache                  `yaml:"cache"`
 	Shutdown      Shutdown               `yaml:"shutdown"`
+	ForwardAuth   ForwardAuth            `yaml:"forward_auth"`
 
 	// File is the path the configuration was read from ("" when parsed from memory).
 	File string `yaml:"-"`
@@ -31,6 +32,19 @@ type Listen struct {
 	// hands out tokens over TLS; client_ca_file makes client certificates
 	// signed by that CA mandatory. Files are re-read when they change.
 	TLS ListenTLS `yaml:"tls"`
+	// HTTP is the forward-auth listener (nginx, Caddy, Traefik, Envoy
+	// http_service, Istio envoyExtAuthzHttp). Off unless set, so existing
+	// configurations do not open a new port.
+	HTTP string `yaml:"http"`
+}
+
+// ForwardAuth tunes the HTTP forward-auth server.
+type ForwardAuth struct {
+	// EnvoyPathPrefix marks requests from Envoy's http_service (and Istio's
+	// envoyExtAuthzHttp), which append the original path to a path_prefix:
+	// under it only the request line and Host count and every X-Forwarded-*
+	// or X-Original-* header is ignored. Default /envoy; "" turns it off.
+	EnvoyPathPrefix string `yaml:"envoy_path_prefix"`
 }
 
 // ListenTLS is the server side of TLS for tokenbroker's own listeners.

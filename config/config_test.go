@@ -50,6 +50,8 @@ func TestLoadExample(t *testing.T) {
 		Cache:    Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2},
 		Shutdown: Shutdown{Drain: Duration(10 * time.Second)},
 		File:     "testdata/example.yaml",
+
+		ForwardAuth: ForwardAuth{EnvoyPathPrefix: "/envoy"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -134,7 +136,7 @@ func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		// structure
 		{"unknown top-level key", "listn:\n  grpc: x\n", "tb.yaml:1: listn: unknown field"},
-		{"unknown listen key", "listen:\n  http: x\n", "tb.yaml:2: listen.http: unknown field"},
+		{"unknown listen key", "listen:\n  htp: x\n", "tb.yaml:2: listen.htp: unknown field"},
 		{"unknown credential key", cred + "    scope: [a]\n", "tb.yaml:6: credentials.billing.scope: unknown field"},
 		{"loader-only key is unknown", cred + "    name: x\n", "tb.yaml:6: credentials.billing.name: unknown field"},
 		{"unknown route key", cred + "routes:\n  - host: a.com\n    credential: billing\n    path: /x\n", "tb.yaml:9: routes[0].path: unknown field"},

@@ -26,6 +26,7 @@ func (c *Config) setDefaults() {
 	c.DefaultAction = "deny"
 	c.Cache = Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2}
 	c.Shutdown = Shutdown{Drain: Duration(10 * time.Second)}
+	c.ForwardAuth = ForwardAuth{EnvoyPathPrefix: "/envoy"}
 }
 
 func (c *Credential) setDefaults() {
@@ -77,6 +78,8 @@ func (d *decoder) validate(c *Config) {
 	d.check(c.Listen.GRPC == "" || hostPort(c.Listen.GRPC), "listen.grpc", "not a host:port address")
 	d.check(c.Listen.Admin == "" || hostPort(c.Listen.Admin), "listen.admin", "not a host:port address")
 	d.checkListenTLS(c.Listen.TLS)
+	d.check(c.Listen.HTTP == "" || hostPort(c.Listen.HTTP), "listen.http", "not a host:port address")
+	d.check(validPathPrefix(c.ForwardAuth.EnvoyPathPrefix), "forward_auth.envoy_path_prefix", `must be "" or start with "/", not end with "/", and hold no "?" or "#"`)
 	for _, name := range slices.Sorted(maps.Keys(c.Credentials)) {
 		cr := c.Credentials[name]
 		cr.Name = name
@@ -265,4 +268,13 @@ func token(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// validPathPrefix accepts "" (off) or a path such as /envoy: one that a
+// forward-auth request path can be split at on a segment boundary.
+func validPathPrefix(p string) bool {
+	if p == "" {
+		return true
+	}
+	return strings.HasPrefix(p, "/") && !strings.HasSuffix(p, "/") && !strings.ContainsAny(p, "?# \t")
 }

@@ -59,6 +59,7 @@ type stack struct {
 	idp    *devidp.Server
 	clock  *clock
 	tokens *cache.Tokens
+	cur    *envoy.Current // the decider the gRPC server uses, for other transports
 	client authv3.AuthorizationClient
 	health healthpb.HealthClient
 	logs   *bytes.Buffer
@@ -125,6 +126,7 @@ func newStack(t *testing.T, yaml string) *stack {
 	}
 	var cur envoy.Current
 	cur.Store(f)
+	s.cur = &cur
 	hs := health.NewServer()
 	gs := envoy.NewGRPCServer(&cur, hs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

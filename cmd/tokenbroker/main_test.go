@@ -103,6 +103,7 @@ type process struct {
 	cmd       *exec.Cmd
 	grpcAddr  string
 	adminAddr string
+	httpAddr  string
 	logs      *bytes.Buffer
 	mu        *sync.Mutex
 	exited    chan error
@@ -147,6 +148,7 @@ func startBinary(t *testing.T, cfgPath string, env ...string) *process {
 	}
 	p.grpcAddr, _ = m["grpc"].(string)
 	p.adminAddr, _ = m["admin"].(string)
+	p.httpAddr, _ = m["http"].(string)
 	return p
 }
 

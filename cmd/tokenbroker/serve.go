@@ -74,8 +74,10 @@ type server struct {
 	grpc    *grpc.Server
 	admin   *admin.Server
 	http    *http.Server
+	fwd     *http.Server // HTTP forward-auth (listen.http); nil when off
 
 	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
+	httpAddr            net.Addr
 	done                chan struct{}
 }
 
@@ -152,6 +154,20 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		s.adminAddr = adminLn.Addr()
 	}
 
+	var fwdLn net.Listener
+	if cfg.Listen.HTTP != "" {
+		if fwdLn, err = listen("http", cfg.Listen.HTTP); err != nil {
+			return nil, err
+		}
+		s.httpAddr = fwdLn.Addr()
+		if cfg.Listen.TLS.Enabled() {
+			// The forward-auth listener hands out tokens too: same TLS, same client-certificate rule.
+			if fwdLn, err = tlsreload.NewListener(fwdLn, cfg.Listen.TLS); err != nil {
+				return nil, fmt.Errorf("listen.tls: %w", err)
+			}
+		}
+	}
+
 	var grpcOpts []grpc.ServerOption
 	if cfg.Listen.TLS.Enabled() {
 		// listen.tls: certificates re-read on rotation; with client_ca_file,
@@ -178,11 +194,20 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 			}
 		}()
 	}
+	if fwdLn != nil {
+		s.fwd = envoy.NewForwardAuthServer(envoy.NewForwardAuth(&s.current, cfg.ForwardAuth.EnvoyPathPrefix, log))
+		go func() {
+			if err := s.fwd.Serve(fwdLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("forward-auth server stopped", zap.Error(err))
+			}
+		}()
+	}
 	s.admin.SetReady(true)
 	log.Info("serving",
 		zap.String("version", buildVersion()),
 		zap.Stringer("grpc", addrOrOff(s.grpcAddr)),
 		zap.Stringer("admin", addrOrOff(s.adminAddr)),
+		zap.Stringer("http", addrOrOff(s.httpAddr)),
 		zap.Int("credentials", len(cfg.Credentials)),
 		zap.Int("routes", len(cfg.Routes)),
 		zap.String("default_action", cfg.DefaultAction))
@@ -199,6 +224,7 @@ func (s *server) shutdown() {
 	if d := s.cfg.Shutdown.Delay.D(); d > 0 {
 		time.Sleep(d) // let health checkers see NOT_SERVING before the listener goes
 	}
+	fwdStopped := s.stopForwardAuth()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -213,6 +239,7 @@ func (s *server) shutdown() {
 		s.grpc.Stop()
 		<-stopped
 	}
+	<-fwdStopped
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Drain.D())
 		_ = s.http.Shutdown(ctx)
@@ -220,6 +247,26 @@ func (s *server) shutdown() {
 	}
 	s.closeAll()
 	s.log.Info("stopped")
+}
+
+// stopForwardAuth closes the forward-auth listener and lets requests in
+// flight finish for at most shutdown.drain; the channel closes when done.
+func (s *server) stopForwardAuth() <-chan struct{} {
+	done := make(chan struct{})
+	if s.fwd == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Drain.D())
+		defer cancel()
+		if err := s.fwd.Shutdown(ctx); err != nil {
+			s.log.Warn("drain deadline passed; closing forward-auth connections", zap.Error(err))
+			_ = s.fwd.Close()
+		}
+	}()
+	return done
 }
 
 func (s *server) closeAll() {
