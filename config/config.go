@@ -14,6 +14,8 @@ type Config struct {
 	Routes        []Route                `yaml:"routes"`
 	Cache         Cache                  `yaml:"cache"`
 	Shutdown      Shutdown               `yaml:"shutdown"`
+	Broker        Broker                 `yaml:"broker"`
+	Admin         Admin                  `yaml:"admin"`
 
 	// File is the path the configuration was read from ("" when parsed from memory).
 	File string `yaml:"-"`
@@ -23,6 +25,8 @@ type Config struct {
 type Listen struct {
 	GRPC  string `yaml:"grpc"`  // ext_authz v3 + grpc.health.v1 + reflection
 	Admin string `yaml:"admin"` // /healthz /readyz /metrics
+	// Broker is the token-endpoint broker (POST broker.path); off when empty.
+	Broker string `yaml:"broker"`
 }
 
 // Credential describes one token source.
@@ -46,6 +50,11 @@ type Credential struct {
 	Timeout Duration `yaml:"timeout"`
 	// DefaultLifetime is assumed when the IdP omits expires_in (default 5m).
 	DefaultLifetime Duration `yaml:"default_lifetime"`
+
+	// Budget caps how many tokens this credential mints in a rolling window.
+	Budget Budget `yaml:"budget"`
+	// CostPerMint is what one token costs at the IdP, in dollars (e.g. 0.001).
+	CostPerMint float64 `yaml:"cost_per_mint"`
 }
 
 // Route maps a destination to a credential.

@@ -42,6 +42,7 @@ func TestLoadExample(t *testing.T) {
 			Format:          "Bearer {token}",
 			Timeout:         Duration(10 * time.Second),
 			DefaultLifetime: Duration(5 * time.Minute),
+			Budget:          Budget{Per: Duration(DefaultBudgetWindow)},
 		}},
 		Routes: []Route{{
 			Host: "billing.example.com", PathPrefix: "/v1", Methods: []string{"GET", "POST"},
@@ -49,6 +50,7 @@ func TestLoadExample(t *testing.T) {
 		}},
 		Cache:    Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2},
 		Shutdown: Shutdown{Drain: Duration(10 * time.Second)},
+		Broker:   Broker{Path: "/oauth/token", NegativeTTL: Duration(5 * time.Second)},
 		File:     "testdata/example.yaml",
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -72,7 +74,7 @@ func TestDefaults(t *testing.T) {
 	c := cfg.Credentials["billing"]
 	got := []any{cfg.Listen, cfg.DefaultAction, cfg.Cache, cfg.Shutdown, c.Name, c.Type, c.AuthMethod, c.Header,
 		c.Format, c.Timeout, c.DefaultLifetime, cfg.Routes[0].Host, cfg.Routes[0].Methods, cfg.Routes[0].Line}
-	want := []any{Listen{"127.0.0.1:9191", "127.0.0.1:9193"}, "deny",
+	want := []any{Listen{GRPC: "127.0.0.1:9191", Admin: "127.0.0.1:9193"}, "deny",
 		Cache{100000, Duration(30 * time.Second), 0.2}, Shutdown{Drain: Duration(10 * time.Second)},
 		"billing", "client_credentials", "client_secret_basic", "Authorization", "Bearer {token}",
 		Duration(10 * time.Second), Duration(5 * time.Minute), "a.example.com", []string{"GET"}, 7}
@@ -89,7 +91,7 @@ func TestExplicitValues(t *testing.T) {
 	}{
 		{"empty file", "", func(c *Config) any { return c.Listen.GRPC }, "127.0.0.1:9191"},
 		{"only comments", "# nothing\n", func(c *Config) any { return c.DefaultAction }, "deny"},
-		{"empty admin turns it off", "listen: {admin: ''}\n", func(c *Config) any { return c.Listen }, Listen{"127.0.0.1:9191", ""}},
+		{"empty admin turns it off", "listen: {admin: ''}\n", func(c *Config) any { return c.Listen }, Listen{GRPC: "127.0.0.1:9191"}},
 		{"null keeps default", "listen: {admin: ~}\n", func(c *Config) any { return c.Listen.Admin }, "127.0.0.1:9193"},
 		{"allow", "default_action: allow\n", func(c *Config) any { return c.DefaultAction }, "allow"},
 		{"underscored int", "cache: {max_tokens: 1_000}\n", func(c *Config) any { return c.Cache.MaxTokens }, int64(1000)},

@@ -26,6 +26,7 @@ func (c *Config) setDefaults() {
 	c.DefaultAction = "deny"
 	c.Cache = Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2}
 	c.Shutdown = Shutdown{Drain: Duration(10 * time.Second)}
+	c.Broker = Broker{Path: "/oauth/token", NegativeTTL: Duration(5 * time.Second)}
 }
 
 func (c *Credential) setDefaults() {
@@ -35,6 +36,7 @@ func (c *Credential) setDefaults() {
 	c.Format = "Bearer {token}"
 	c.Timeout = Duration(10 * time.Second)
 	c.DefaultLifetime = Duration(5 * time.Minute)
+	c.Budget.setDefaults()
 }
 
 func (r *Route) setLine(line int) { r.Line = line }
@@ -85,6 +87,7 @@ func (d *decoder) validate(c *Config) {
 	d.check(c.Cache.RefreshAhead > 0 && c.Cache.RefreshAhead < 1, "cache.refresh_ahead", "must be between 0 and 1, exclusive")
 	d.check(c.Shutdown.Delay >= 0, "shutdown.delay", "must not be negative")
 	d.check(c.Shutdown.Drain >= 0, "shutdown.drain", "must not be negative")
+	d.validateBroker(c)
 }
 
 func (d *decoder) checkCredential(c *Credential, path string) {
