@@ -71,6 +71,7 @@ type server struct {
 	grpc    *grpc.Server
 	admin   *admin.Server
 	http    *http.Server
+	extra   *extras // broker, budgets and status page (extras.go)
 
 	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
 	done                chan struct{}
@@ -82,7 +83,9 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &server{cfg: cfg, log: log, health: health.NewServer(), admin: admin.New(reg), done: make(chan struct{})}
+	s.extra = newExtras(cfg, log, reg)
 	s.tokens, err = cache.New(cache.Options{
+		MayMint:      s.extra.mayMint,
 		MaxTokens:    cfg.Cache.MaxTokens,
 		ExpiryMargin: cfg.Cache.ExpiryMargin.D(),
 		RefreshAhead: cfg.Cache.RefreshAhead,
@@ -97,16 +100,6 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 			s.closeAll()
 		}
 	}()
-	sources, err := buildSources(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	f, err := filter.New(cfg, sources, s.tokens, log, filter.NewMetrics(reg))
-	if err != nil {
-		return nil, err
-	}
-	s.current.Store(f)
-
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -123,6 +116,19 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		lns = append(lns, ln)
 		return ln, nil
 	}
+	sources, err := buildSources(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	f, err := filter.New(cfg, sources, s.tokens, log, filter.NewMetrics(reg))
+	if err != nil {
+		return nil, err
+	}
+	s.current.Store(f)
+	if err = s.extra.build(s, listen); err != nil {
+		return nil, err
+	}
+
 	var grpcLn, adminLn net.Listener
 	if cfg.Listen.GRPC != "" {
 		if grpcLn, err = listen("grpc", cfg.Listen.GRPC); err != nil {
@@ -153,11 +159,13 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 			}
 		}()
 	}
+	s.extra.serve()
 	s.admin.SetReady(true)
 	log.Info("serving",
 		zap.String("version", buildVersion()),
 		zap.Stringer("grpc", addrOrOff(s.grpcAddr)),
 		zap.Stringer("admin", addrOrOff(s.adminAddr)),
+		zap.Stringer("broker", addrOrOff(s.extra.addr)),
 		zap.Int("credentials", len(cfg.Credentials)),
 		zap.Int("routes", len(cfg.Routes)),
 		zap.String("default_action", cfg.DefaultAction))
@@ -188,6 +196,7 @@ func (s *server) shutdown() {
 		s.grpc.Stop()
 		<-stopped
 	}
+	s.extra.shutdown(s.cfg.Shutdown.Drain.D())
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Drain.D())
 		_ = s.http.Shutdown(ctx)
@@ -198,6 +207,7 @@ func (s *server) shutdown() {
 }
 
 func (s *server) closeAll() {
+	s.extra.close()
 	s.tokens.Close()
 }
 
