@@ -103,7 +103,7 @@ func chart(samples []Sample) template.HTML {
 		return b.String()
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="mints and Checks over time">`, w, h)
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" preserveAspectRatio="none" role="img" aria-label="mints and Checks over time">`, w, h)
 	for i := 1; i < 4; i++ {
 		fmt.Fprintf(&b, `<line x1="0" x2="%.0f" y1="%.1f" y2="%.1f" class="grid"/>`, w, h*float64(i)/4, h*float64(i)/4)
 	}
@@ -146,7 +146,7 @@ td.name{font-weight:600}td.name small{display:block;color:var(--dim);font-weight
 .bar{height:100%;background:var(--ok)}.bar.warn{background:var(--warn)}.bar.full{background:var(--bad)}
 .dim{color:var(--dim)}.saved{color:var(--ok);font-weight:600}
 .chart{width:100%;height:140px}.chart .grid{stroke:var(--line);stroke-width:1}
-.chart polyline{fill:none;stroke-width:2;stroke-linejoin:round}.chart .checks{stroke:var(--acc)}.chart .mints{stroke:var(--mint)}
+.chart polyline{fill:none;stroke-width:2;stroke-linejoin:round;vector-effect:non-scaling-stroke}.chart line{vector-effect:non-scaling-stroke}.chart .checks{stroke:var(--acc)}.chart .mints{stroke:var(--mint)}
 .chart .empty{fill:var(--dim);text-anchor:middle;font-size:12px}
 .legend{color:var(--dim);font-size:12px}.k{display:inline-block;width:10px;height:3px;margin:0 6px 3px 12px;vertical-align:middle}.k.checks{background:var(--acc)}.k.mints{background:var(--mint)}
 </style></head><body><main>

@@ -5,6 +5,7 @@ package status
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -209,7 +210,7 @@ func (p *Page) usage(r *Row, name string) {
 	r.MintsHour, r.MintsDay, r.Mints30d = u.Hour, u.Day, u.Month
 	if u.Policy.Limit > 0 {
 		r.BudgetLimit, r.BudgetUsed, r.Enforce = u.Policy.Limit, u.Used, u.Policy.Enforce
-		r.BudgetWindow = u.Policy.Window.String()
+		r.BudgetWindow = window(u.Policy.Window)
 		r.BudgetPercent = min(100, 100*float64(u.Used)/float64(u.Policy.Limit))
 	}
 }
@@ -223,4 +224,17 @@ func (p *Page) ServeJSON(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(p.Data())
+}
+
+// window writes a budget window the way people say it: 30d, 24h, 90m.
+func window(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -114,7 +115,12 @@ func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, 
 func (x *extras) serve() {
 	x.page.Sample()
 	x.wg.Go(func() {
-		t := time.NewTicker(sampleEvery)
+		every := sampleEvery
+		// Tests fill the chart quickly; not a documented setting.
+		if d, err := time.ParseDuration(os.Getenv("TOKENBROKER_STATUS_SAMPLE_EVERY")); err == nil && d > 0 {
+			every = d
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {

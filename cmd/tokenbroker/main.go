@@ -4,6 +4,7 @@
 //	tokenbroker serve    --config FILE   run the servers until SIGTERM/SIGINT
 //	tokenbroker validate --config FILE   check a configuration file
 //	tokenbroker check    --grpc ADDR     ask a running tokenbroker, as Envoy would
+//	tokenbroker invalidate NAME --admin ADDR   drop a credential's cached tokens
 //	tokenbroker version
 package main
 
@@ -29,6 +30,7 @@ commands:
   serve    --config FILE   run the ext_authz and admin servers until SIGTERM/SIGINT
   validate --config FILE   exit 0 for a valid file; else print FILE:LINE: field: problem
   check    --grpc ADDR     send one Check, as Envoy would, and print the answer
+  invalidate NAME --admin ADDR   drop a credential's cached tokens so the next request mints
   version                  print the version
 
 common flags: --log-level debug|info|warn|error  --log-format json|console
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args, stdout, stderr)
 	case "check":
 		return cmdCheck(args, stdout, stderr)
+	case "invalidate":
+		return cmdInvalidate(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tokenbroker", buildVersion())
 		return 0
