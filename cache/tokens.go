@@ -40,13 +40,14 @@ type Options struct {
 	MaxBackoff   time.Duration // longest retry delay (default 1m)
 
 	Now    func() time.Time // clock seam; default time.Now
+	Logger *zap.Logger      // default zap.NewNop()
+	Meter  *Metrics         // default: unregistered metrics
+
 	// MayMint, when set, is asked before every request to the IdP; an error
 	// refuses the mint (budgets, rate limits) without counting as an IdP
 	// failure: a still-valid token keeps being served and the caller gets an
 	// *UnavailableError wrapping the refusal.
 	MayMint func(Key) error
-	Logger *zap.Logger      // default zap.NewNop()
-	Meter  *Metrics         // default: unregistered metrics
 }
 
 // ErrBackoff marks a request refused without calling the IdP because the

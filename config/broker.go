@@ -85,7 +85,7 @@ func (d *decoder) validateBroker(c *Config) {
 	b := &c.Broker
 	d.check(strings.HasPrefix(b.Path, "/"), "broker.path", `must start with "/"`)
 	d.check(b.NegativeTTL >= 0, "broker.negative_ttl", "must not be negative")
-	d.check(c.Listen.Broker == "" || len(b.Upstreams) > 0, "broker.upstreams", "listen.broker is set: at least one upstream is required")
+	d.check(c.Listen.Broker == "" || len(b.Upstreams) > 0, "listen.broker", "the broker needs at least one entry in broker.upstreams")
 	for i := range b.Upstreams {
 		u := &b.Upstreams[i]
 		path := fmt.Sprintf("broker.upstreams[%d]", i)

@@ -53,16 +53,19 @@ func newExtras(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) *
 // mayMint is the cache's gate: broker keys ask the broker (client limits and
 // budgets), credentials their budget.
 func (x *extras) mayMint(k cache.Key) error {
-	if x.page != nil {
+	var err error
+	switch {
+	case !broker.Owns(k):
+		err = x.meter.Take(k.Name)
+	case x.broker == nil:
+		err = errors.New("broker is off")
+	default:
+		err = x.broker.MayMint(k)
+	}
+	if err == nil && x.page != nil {
 		x.page.CountMint()
 	}
-	if broker.Owns(k) {
-		if x.broker == nil {
-			return errors.New("broker is off")
-		}
-		return x.broker.MayMint(k)
-	}
-	return x.meter.Take(k.Name)
+	return err
 }
 
 // build creates the broker (when listen.broker is set) and the status page,
