@@ -141,7 +141,7 @@ td.name{font-weight:600}td.name small{display:block;color:var(--dim);font-weight
 .state{display:inline-flex;align-items:center;gap:6px;padding:2px 9px;border-radius:99px;font-size:12px;background:#ffffff0d}
 .state:before{content:"";width:8px;height:8px;border-radius:50%;background:var(--dim)}
 .fresh:before{background:var(--ok)}.refreshing:before{background:var(--acc)}.failing:before{background:var(--bad)}.expired:before{background:var(--warn)}
-.countdown{font-weight:600}.err{color:var(--bad);font-size:12px;display:block;max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.countdown{font-weight:600}.err{color:var(--bad);font-size:12px;display:block;max-width:220px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .budget{min-width:150px}.track{height:8px;border-radius:4px;background:#ffffff14;overflow:hidden;margin-top:4px}
 .bar{height:100%;background:var(--ok)}.bar.warn{background:var(--warn)}.bar.full{background:var(--bad)}
 .dim{color:var(--dim)}.saved{color:var(--ok);font-weight:600}

@@ -179,8 +179,8 @@ func (r *Row) fold(s cache.SlotState, now time.Time) {
 		state = "failing"
 	case s.HasToken && now.Before(s.Until):
 		state = "fresh"
-	case s.HasToken:
-		state = "expired"
+	case s.HasToken, !s.LastMint.IsZero():
+		state = "expired" // or invalidated: nothing valid to hand out
 	}
 	if rank[state] > rank[r.State] {
 		r.State = state
@@ -212,6 +212,9 @@ func (p *Page) usage(r *Row, name string) {
 		r.BudgetLimit, r.BudgetUsed, r.Enforce = u.Policy.Limit, u.Used, u.Policy.Enforce
 		r.BudgetWindow = window(u.Policy.Window)
 		r.BudgetPercent = min(100, 100*float64(u.Used)/float64(u.Policy.Limit))
+		if u.Policy.Enforce && u.Used >= u.Policy.Limit && r.LastError == "" {
+			r.LastError = "budget used up · minting paused"
+		}
 	}
 }
 

@@ -149,6 +149,29 @@ broker:
 		}
 		getJSON(t, "http://"+p.adminAddr+"/status.json", &status)
 	}
+	// search's budget (2 per hour, enforced) is used up by one invalidation;
+	// the next Check is denied with a reason.
+	for i, want := range []int{0, 1} {
+		out.Reset()
+		errb.Reset()
+		code := run([]string{"invalidate", "search", "--admin", p.adminAddr, "--token-file", adminToken}, &out, &errb)
+		if code != 0 {
+			t.Fatalf("invalidate search: %d %s", code, errb.String())
+		}
+		r, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: "search.example.com", Path: "/", Method: "GET"}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		denied := r.GetDeniedResponse() != nil
+		if denied != (want == 1) {
+			t.Fatalf("Check %d after invalidating search: denied=%v, want %v", i, denied, want == 1)
+		}
+		if denied && !strings.Contains(r.String(), "mint budget used up") {
+			t.Errorf("denial does not say why: %v", r)
+		}
+	}
 	if brokerReq("cust-acme", "wrong-secret") != 401 {
 		t.Error("broker request with a wrong secret was not refused")
 	}
