@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +232,24 @@ broker:
 	}
 	if strings.Contains(metrics, "cust-acme") {
 		t.Error("a broker client id is a metric label")
+	}
+	// Every series the Grafana example charts is one tokenbroker exports.
+	dash, err := os.ReadFile(filepath.Join("..", "..", "examples", "grafana", "tokenbroker.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !json.Valid(dash) {
+		t.Fatal("examples/grafana/tokenbroker.json is not JSON")
+	}
+	names := regexp.MustCompile(`tokenbroker_[a-z_]+`).FindAllString(string(dash), -1)
+	if len(names) < 8 {
+		t.Fatalf("dashboard charts only %v", names)
+	}
+	for _, n := range names {
+		n = strings.TrimSuffix(n, "_bucket")
+		if !strings.Contains(metrics, "\n"+n) && !strings.Contains(metrics, "# TYPE "+n+" ") {
+			t.Errorf("dashboard uses %s, which /metrics does not have", n)
+		}
 	}
 }
 
