@@ -167,6 +167,25 @@ func (b *Broker) take(c *client) error {
 	return nil
 }
 
+// check is take without spending: would a mint be allowed now?
+func (b *Broker) check(c *client) error {
+	if wait, ok := c.bucket.peek(b.tokens.Now()); !ok {
+		return &LimitError{RetryAfter: wait}
+	}
+	if b.meter != nil {
+		return b.meter.Check(c.meterName())
+	}
+	return nil
+}
+
+// charge counts a mint that already happened against the client's limits.
+func (b *Broker) charge(c *client) {
+	c.bucket.take(b.tokens.Now())
+	if b.meter != nil {
+		_ = b.meter.Take(c.meterName()) // the token exists: an over-budget answer changes nothing
+	}
+}
+
 // LimitError refuses a mint because the client's token bucket is empty.
 type LimitError struct{ RetryAfter time.Duration }
 
@@ -417,10 +436,29 @@ func (b *Broker) reject(w http.ResponseWriter, c *client, rj *rejection, now tim
 func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *request, key cache.Key, bind string, c *client, ks *keyState) {
 	src := b.source(req, bind, ks)
 	ch := b.direct.DoChan(key.ID+"/"+bind, func() (any, error) {
-		if err := b.take(c); err != nil {
+		// Check the limits but charge only a token actually issued: a
+		// stranger's wrong secrets must not use up the client's mints.
+		if err := b.check(c); err != nil {
 			return nil, err
 		}
-		return src.Token(context.WithoutCancel(ctx))
+		fctx := context.WithoutCancel(ctx) // shared by every caller in the flight
+		tok, err := src.Token(fctx)
+		if err != nil {
+			return nil, err
+		}
+		b.charge(c)
+		if _, ok := b.tokens.Peek(key); !ok {
+			// Nothing cached: this token is what the next requests get.
+			ks.seeds.Add(1)
+			_, _ = b.tokens.Get(fctx, key, seedSource(tok))
+			ks.seeds.Add(-1)
+		}
+		// Only now is this secret the proven one, so a request arriving
+		// meanwhile joins this flight rather than minting in the cache.
+		b.mu.Lock()
+		ks.good = bind
+		b.mu.Unlock()
+		return tok, nil
 	})
 	var res singleflight.Result
 	select {
@@ -438,13 +476,6 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 		return
 	}
 	tok := res.Val.(credential.Token)
-	if _, ok := b.tokens.Peek(key); !ok {
-		// Nothing cached yet: this secret is now the proven one and its
-		// token is what the next requests get.
-		ks.seeds.Add(1)
-		_, _ = b.tokens.Get(ctx, key, seedSource(tok))
-		ks.seeds.Add(-1)
-	}
 	c.forwarded.Add(1)
 	b.served(w, c, tok, req, "forwarded")
 }

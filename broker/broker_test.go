@@ -410,3 +410,26 @@ func TestBadRequests(t *testing.T) {
 		t.Error("a malformed request reached the IdP")
 	}
 }
+
+// TestWrongSecretsDoNotSpendTheClientsMints: a stranger guessing secrets for
+// a client id must not use up that client's mint limit.
+func TestWrongSecretsDoNotSpendTheClientsMints(t *testing.T) {
+	e := setup(t, config.BrokerUpstream{Limit: config.RateLimit{Mints: 1, Per: config.Duration(time.Hour)},
+		Budget: config.Budget{Mints: 1, Per: config.Duration(time.Hour), Enforce: true}},
+		map[string]string{"c": "s"})
+	for i := range 5 {
+		if a := e.post(t, "c", fmt.Sprintf("guess-%d", i), true, nil); a.status != http.StatusUnauthorized {
+			t.Errorf("guess %d: %d %v", i, a.status, a.body)
+		}
+	}
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("the real client after the guesses: %d %v", a.status, a.body)
+	}
+	// Its one mint is spent now: a new scope is refused, the cached token is not.
+	if a := e.post(t, "c", "s", true, url.Values{"scope": {"more"}}); a.status != http.StatusTooManyRequests {
+		t.Errorf("second mint: %d, want 429", a.status)
+	}
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Errorf("cached token: %d", a.status)
+	}
+}

@@ -49,7 +49,12 @@ func newBucket(mints int64, per time.Duration, now time.Time) *bucket {
 }
 
 // take spends one token, or says how long until one is there.
-func (b *bucket) take(now time.Time) (time.Duration, bool) {
+func (b *bucket) take(now time.Time) (time.Duration, bool) { return b.use(now, true) }
+
+// peek says whether take would succeed, spending nothing.
+func (b *bucket) peek(now time.Time) (time.Duration, bool) { return b.use(now, false) }
+
+func (b *bucket) use(now time.Time, spend bool) (time.Duration, bool) {
 	if b.cap == 0 {
 		return 0, true
 	}
@@ -60,7 +65,9 @@ func (b *bucket) take(now time.Time) (time.Duration, bool) {
 		b.last = now
 	}
 	if b.tokens >= 1 {
-		b.tokens--
+		if spend {
+			b.tokens--
+		}
 		return 0, true
 	}
 	return time.Duration((1 - b.tokens) / b.perSec * float64(time.Second)), false

@@ -53,7 +53,7 @@ func (s *mintSource) Token(ctx context.Context) (credential.Token, error) {
 	switch {
 	case err == nil:
 		tok.Binding = s.bind
-		s.ks.good, s.ks.failed, s.ks.reject = s.bind, "", nil
+		s.ks.failed, s.ks.reject = "", nil
 		c.mints.Add(1)
 		c.lastMint, c.lastLatency = now, latency
 		return tok, nil

@@ -160,6 +160,20 @@ func (m *Meter) Policy(name string) (Policy, bool) {
 	return p, ok
 }
 
+// Check reports, without counting, whether Take would allow a mint now.
+func (m *Meter) Check(name string) error {
+	p, _ := m.Policy(name)
+	if p.Limit == 0 || !p.Enforce {
+		return nil
+	}
+	ctx, now := context.Background(), m.now()
+	used, err := m.counter.Count(ctx, name, now.Add(-p.Window), now)
+	if err != nil || used < p.Limit {
+		return nil
+	}
+	return &ExceededError{Name: name, Limit: p.Limit, Window: p.Window, RetryAt: m.retryAt(ctx, name, p, now)}
+}
+
 // Take asks to mint once for name: with an enforced budget used up it
 // returns an *ExceededError; otherwise it counts the mint, logs a warning
 // when the budget crosses 80% or 100%, and returns nil. A counter that

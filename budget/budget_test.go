@@ -99,3 +99,21 @@ func TestUsageWindows(t *testing.T) {
 		t.Errorf("spent $%v, want $0.005", got)
 	}
 }
+
+func TestCheckDoesNotCount(t *testing.T) {
+	clk := &clock{time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := NewMeter(nil, clk.now, nil, nil)
+	m.Set("c", Policy{Limit: 1, Window: time.Hour, Enforce: true})
+	for range 3 {
+		if err := m.Check("c"); err != nil {
+			t.Fatalf("Check before any mint: %v", err)
+		}
+	}
+	if err := m.Take("c"); err != nil {
+		t.Fatal(err)
+	}
+	var ex *ExceededError
+	if err := m.Check("c"); !errors.As(err, &ex) {
+		t.Errorf("Check after the budget is used: %v", err)
+	}
+}
