@@ -436,6 +436,10 @@ func (b *Broker) reject(w http.ResponseWriter, c *client, rj *rejection, now tim
 func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *request, key cache.Key, bind string, c *client, ks *keyState) {
 	src := b.source(req, bind, ks)
 	ch := b.direct.DoChan(key.ID+"/"+bind, func() (any, error) {
+		// A flight for this secret may have just finished and cached its token.
+		if tok, ok := b.tokens.Peek(key); ok && same(tok.Binding, bind) {
+			return tok, nil
+		}
 		// Check the limits but charge only a token actually issued: a
 		// stranger's wrong secrets must not use up the client's mints.
 		if err := b.check(c); err != nil {
