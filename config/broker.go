@@ -17,6 +17,12 @@ type Broker struct {
 	// same client, secret and parameters, against retry storms (default 5s).
 	NegativeTTL Duration         `yaml:"negative_ttl"`
 	Upstreams   []BrokerUpstream `yaml:"upstreams"`
+	// BindingKeyFile holds the key of the HMAC that ties a cached token to
+	// the secret that minted it. Instances sharing a cache tier (Redis) need
+	// the same key; absent, each process picks a random one.
+	BindingKeyFile string `yaml:"binding_key_file"`
+	// BindingKey is read from BindingKeyFile by the loader.
+	BindingKey Secret `yaml:"-"`
 }
 
 // BrokerUpstream is an IdP token endpoint that broker requests are sent to.
@@ -112,6 +118,16 @@ func (d *decoder) validateBroker(c *Config) {
 		cr := c.Credentials[name]
 		d.checkBudget(cr.Budget, join("credentials", name)+".budget")
 		d.check(cr.CostPerMint >= 0, join("credentials", name)+".cost_per_mint", "must not be negative")
+	}
+	if b.BindingKeyFile != "" {
+		k, err := readSecret(b.BindingKeyFile)
+		switch {
+		case err != nil:
+			d.check(false, "broker.binding_key_file", "cannot read the file: %v", err)
+		default:
+			b.BindingKey = k
+			d.check(len(k) >= 16, "broker.binding_key_file", "key must be at least 16 bytes")
+		}
 	}
 	if c.Admin.TokenFile != "" {
 		s, err := readSecret(c.Admin.TokenFile)

@@ -47,6 +47,7 @@ func TestBrokerErrors(t *testing.T) {
 		{"limit without per", "broker:\n  upstreams:\n    - token_url: https://i/t\n      limit: {mints: 3}\n", "broker.upstreams[0].limit.per: must be positive"},
 		{"negative budget", "credentials:\n  a: {token_url: https://i/t, client_id: a, client_secret: b, budget: {mints: -1}}\n", "credentials.a.budget.mints: must not be negative"},
 		{"negative cost", "credentials:\n  a: {token_url: https://i/t, client_id: a, client_secret: b, cost_per_mint: -0.1}\n", "credentials.a.cost_per_mint: must not be negative"},
+		{"binding key missing", "broker: {binding_key_file: /nonexistent/tokenbroker-key}\n", "tb.yaml:1: broker.binding_key_file: cannot read the file"},
 		{"admin token missing", "admin: {token_file: /nonexistent/tokenbroker-admin}\n", "tb.yaml:1: admin.token_file: cannot read the file"},
 	}
 	for _, tt := range tests {

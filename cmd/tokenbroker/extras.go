@@ -72,7 +72,8 @@ func (x *extras) mayMint(k cache.Key) error {
 // and adds the admin endpoints.
 func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, error)) error {
 	if x.cfg.Listen.Broker != "" {
-		b, err := broker.New(broker.Options{Config: x.cfg.Broker, Tokens: s.tokens, Meter: x.meter, Logger: x.log, Registerer: x.reg})
+		b, err := broker.New(broker.Options{Config: x.cfg.Broker, Tokens: s.tokens, Meter: x.meter, Logger: x.log, Registerer: x.reg,
+			HMACKey: []byte(x.cfg.Broker.BindingKey.Reveal())})
 		if err != nil {
 			return err
 		}
@@ -83,7 +84,7 @@ func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, 
 		x.broker, x.addr = b, ln.Addr()
 		mux := http.NewServeMux()
 		mux.Handle(x.cfg.Broker.Path, b)
-		x.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		x.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
 		go func() {
 			if err := x.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				x.log.Error("broker server stopped", zap.Error(err))
