@@ -142,7 +142,9 @@ func (p *Page) Data() Data {
 					r.fold(s, now)
 				}
 			}
-			if r.LastMint.IsZero() || c.LastMint.After(r.LastMint) {
+			// The broker times the real IdP request; the cache may only
+			// have been handed the token (and timed nothing).
+			if !c.LastMint.IsZero() {
 				r.LastMint, r.LastLatencyMS = c.LastMint, ms(c.LastLatency)
 			}
 			p.usage(&r, c.MeterName)
@@ -163,7 +165,7 @@ func (p *Page) Data() Data {
 		d.TotalMints30 += r.Mints30d
 	}
 	p.mu.Lock()
-	d.Samples = append([]Sample(nil), p.samples...)
+	d.Samples = append([]Sample{}, p.samples...)
 	p.mu.Unlock()
 	return d
 }
