@@ -32,7 +32,7 @@ type env struct {
 }
 
 // setup starts devidp and a broker in front of it, both on loopback.
-func setup(t *testing.T, up config.BrokerUpstream, clients map[string]string) *env {
+func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string) *env {
 	t.Helper()
 	idp := devidp.New(devidp.Options{Clients: clients})
 	e := &env{idp: idp}
