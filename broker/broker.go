@@ -46,6 +46,7 @@ const (
 	// maxClients bounds the per-client bookkeeping a flood of made-up client
 	// ids could grow; past it, new clients are refused with 503.
 	maxClients  = 100000
+	maxKeys     = 4 * maxClients // (client, parameters) combinations remembered
 	maxNegative = 10000
 	// NamePrefix starts the cache.Key.Name of every broker key. The rest is
 	// the upstream name: metric labels stay bounded and carry no client id.
@@ -520,6 +521,9 @@ func (b *Broker) state(key cache.Key, req *request) (*keyState, *client, error) 
 	defer b.mu.Unlock()
 	if ks, ok := b.keys[key.ID]; ok {
 		return ks, ks.client, nil
+	}
+	if len(b.keys) >= maxKeys {
+		return nil, nil, errors.New("too many distinct token requests")
 	}
 	cid := req.up.Name + "\x00" + req.clientID
 	c, ok := b.clients[cid]
