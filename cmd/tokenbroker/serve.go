@@ -100,6 +100,16 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 			s.closeAll()
 		}
 	}()
+	sources, err := buildSources(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	f, err := filter.New(cfg, sources, s.tokens, log, filter.NewMetrics(reg))
+	if err != nil {
+		return nil, err
+	}
+	s.current.Store(f)
+
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -116,19 +126,9 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		lns = append(lns, ln)
 		return ln, nil
 	}
-	sources, err := buildSources(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	f, err := filter.New(cfg, sources, s.tokens, log, filter.NewMetrics(reg))
-	if err != nil {
-		return nil, err
-	}
-	s.current.Store(f)
 	if err = s.extra.build(s, listen); err != nil {
 		return nil, err
 	}
-
 	var grpcLn, adminLn net.Listener
 	if cfg.Listen.GRPC != "" {
 		if grpcLn, err = listen("grpc", cfg.Listen.GRPC); err != nil {
