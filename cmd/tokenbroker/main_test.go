@@ -100,13 +100,12 @@ func (e *buildError) Error() string { return "go build: " + e.out }
 
 // process is a running tokenbroker binary and what it logged.
 type process struct {
-	cmd        *exec.Cmd
-	grpcAddr   string
-	adminAddr  string
-	brokerAddr string
-	logs       *bytes.Buffer
-	mu         *sync.Mutex
-	exited     chan error
+	cmd       *exec.Cmd
+	grpcAddr  string
+	adminAddr string
+	logs      *bytes.Buffer
+	mu        *sync.Mutex
+	exited    chan error
 }
 
 func startBinary(t *testing.T, cfgPath string, env ...string) *process {
@@ -148,7 +147,6 @@ func startBinary(t *testing.T, cfgPath string, env ...string) *process {
 	}
 	p.grpcAddr, _ = m["grpc"].(string)
 	p.adminAddr, _ = m["admin"].(string)
-	p.brokerAddr, _ = m["broker"].(string)
 	return p
 }
 

@@ -85,9 +85,7 @@ broker:
       budget: {mints: 100, per: 720h}
 `)
 	p := startBinary(t, cfg, "TOKENBROKER_STATUS_SAMPLE_EVERY=100ms")
-	if p.brokerAddr == "" {
-		t.Fatalf("no broker address in the serving line:\n%s", p.logText())
-	}
+	brokerAddr := servingField(t, p, "broker")
 	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +103,7 @@ broker:
 		}
 	}
 	brokerReq := func(id, secret string) int {
-		res, err := http.PostForm("http://"+p.brokerAddr+"/oauth/token", url.Values{
+		res, err := http.PostForm("http://"+brokerAddr+"/oauth/token", url.Values{
 			"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}, "audience": {"https://api.example.com"}})
 		if err != nil {
 			t.Fatal(err)
@@ -299,4 +297,19 @@ func TestExampleConfigsValidate(t *testing.T) {
 			t.Errorf("%s: exit %d: %s", f, code, errb.String())
 		}
 	}
+}
+
+// servingField reads a field of the "serving" log line.
+func servingField(t *testing.T, p *process, field string) string {
+	t.Helper()
+	for _, line := range strings.Split(p.logText(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "serving" {
+			if v, ok := m[field].(string); ok && v != "off" {
+				return v
+			}
+		}
+	}
+	t.Fatalf("no %s address in the serving line:\n%s", field, p.logText())
+	return ""
 }
