@@ -100,6 +100,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	caches, now := m.caches, m.now()
 	m.mu.Unlock()
+	// Several keys may share a name (the broker labels its keys by upstream,
+	// not by client): report the soonest expiry per name, once.
+	soonest := make(map[string]time.Time)
 	for _, t := range caches {
 		t.slots.Range(func(_, v any) bool {
 			s := v.(*slot)
@@ -107,10 +110,14 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			cur := s.cur
 			s.mu.Unlock()
 			if cur != nil {
-				ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue,
-					cur.tok.Expiry.Sub(now).Seconds(), s.key.Name)
+				if e, ok := soonest[s.key.Name]; !ok || cur.tok.Expiry.Before(e) {
+					soonest[s.key.Name] = cur.tok.Expiry
+				}
 			}
 			return true
 		})
+	}
+	for name, e := range soonest {
+		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, e.Sub(now).Seconds(), name)
 	}
 }

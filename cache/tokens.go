@@ -47,6 +47,11 @@ type Options struct {
 	// process only. It is consulted on misses and refreshes, never on hits.
 	L2      Shared
 	L2Meter *L2Metrics // default: unregistered metrics
+	// MayMint, when set, is asked before every request to the IdP; an error
+	// refuses the mint (budgets, rate limits) without counting as an IdP
+	// failure: a still-valid token keeps being served and the caller gets an
+	// *UnavailableError wrapping the refusal.
+	MayMint func(Key) error
 }
 
 // ErrBackoff marks a request refused without calling the IdP because the
@@ -266,6 +271,12 @@ func (t *Tokens) mint(s *slot, src credential.Source) (any, error) {
 		return nil, err
 	}
 	s.mu.Unlock()
+	if t.opts.MayMint != nil {
+		if err := t.opts.MayMint(s.key); err != nil {
+			t.opts.Meter.mintSkipped(s.key.Name)
+			return nil, &UnavailableError{Name: s.key.Name, Err: err}
+		}
+	}
 
 	// Detached from any one caller: the mint is shared by every waiter, so one
 	// impatient caller must not cancel it for the rest. The source bounds it.

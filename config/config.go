@@ -18,6 +18,8 @@ type Config struct {
 	Cache         Cache                  `yaml:"cache"`
 	Shutdown      Shutdown               `yaml:"shutdown"`
 	ForwardAuth   ForwardAuth            `yaml:"forward_auth"`
+	Broker        Broker                 `yaml:"broker"`
+	Admin         Admin                  `yaml:"admin"`
 
 	// File is the path the configuration was read from ("" when parsed from memory).
 	File string `yaml:"-"`
@@ -36,6 +38,8 @@ type Listen struct {
 	// http_service, Istio envoyExtAuthzHttp). Off unless set, so existing
 	// configurations do not open a new port.
 	HTTP string `yaml:"http"`
+	// Broker is the token-endpoint broker (POST broker.path); off when empty.
+	Broker string `yaml:"broker"`
 }
 
 // ForwardAuth tunes the HTTP forward-auth server.
@@ -124,6 +128,11 @@ type Credential struct {
 	Timeout Duration `yaml:"timeout"`
 	// DefaultLifetime is assumed when the IdP omits expires_in (default 5m).
 	DefaultLifetime Duration `yaml:"default_lifetime"`
+
+	// Budget caps how many tokens this credential mints in a rolling window.
+	Budget Budget `yaml:"budget"`
+	// CostPerMint is what one token costs at the IdP, in dollars (e.g. 0.001).
+	CostPerMint float64 `yaml:"cost_per_mint"`
 }
 
 // Route maps a destination to a credential.

@@ -42,6 +42,7 @@ func TestLoadExample(t *testing.T) {
 			Format:          "Bearer {token}",
 			Timeout:         Duration(10 * time.Second),
 			DefaultLifetime: Duration(5 * time.Minute),
+			Budget:          Budget{Per: Duration(DefaultBudgetWindow)},
 		}},
 		Routes: []Route{{
 			Host: "billing.example.com", PathPrefix: "/v1", Methods: []string{"GET", "POST"},
@@ -49,6 +50,7 @@ func TestLoadExample(t *testing.T) {
 		}},
 		Cache:    Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2},
 		Shutdown: Shutdown{Drain: Duration(10 * time.Second)},
+		Broker:   Broker{Path: "/oauth/token", NegativeTTL: Duration(5 * time.Second)},
 		File:     "testdata/example.yaml",
 
 		ForwardAuth: ForwardAuth{EnvoyPathPrefix: "/envoy"},

@@ -27,6 +27,7 @@ func (c *Config) setDefaults() {
 	c.Cache = Cache{MaxTokens: 100000, ExpiryMargin: Duration(30 * time.Second), RefreshAhead: 0.2}
 	c.Shutdown = Shutdown{Drain: Duration(10 * time.Second)}
 	c.ForwardAuth = ForwardAuth{EnvoyPathPrefix: "/envoy"}
+	c.Broker = Broker{Path: "/oauth/token", NegativeTTL: Duration(5 * time.Second)}
 }
 
 func (c *Credential) setDefaults() {
@@ -36,6 +37,7 @@ func (c *Credential) setDefaults() {
 	c.Format = "Bearer {token}"
 	c.Timeout = Duration(10 * time.Second)
 	c.DefaultLifetime = Duration(5 * time.Minute)
+	c.Budget.setDefaults()
 }
 
 func (r *Redis) setDefaults() {
@@ -99,6 +101,7 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.check(c.Shutdown.Delay >= 0, "shutdown.delay", "must not be negative")
 	d.check(c.Shutdown.Drain >= 0, "shutdown.drain", "must not be negative")
+	d.validateBroker(c)
 }
 
 func (d *decoder) checkCredential(c *Credential, path string) {

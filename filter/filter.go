@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/tokenbroker/tokenbroker/budget"
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -164,7 +165,11 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 			zap.String("credential", b.name),
 			zap.String("host", r.Host),
 			zap.Error(err))
-		return Decision{Status: http.StatusServiceUnavailable, Reason: "token unavailable", Credential: b.name}
+		reason := "token unavailable"
+		if _, ok := errors.AsType[*budget.ExceededError](err); ok {
+			reason = "mint budget used up"
+		}
+		return Decision{Status: http.StatusServiceUnavailable, Reason: reason, Credential: b.name}
 	}
 	f.m.ok.Inc()
 	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok.Value)}, Remove: remove}

@@ -5,6 +5,7 @@
 //	tokenbroker validate --config FILE   check a configuration file
 //	tokenbroker check    --grpc ADDR     ask a running tokenbroker, as Envoy would
 //	tokenbroker health   --grpc ADDR     exit 0 when a running tokenbroker serves
+//	tokenbroker invalidate NAME --admin ADDR   drop a credential's cached tokens
 //	tokenbroker version
 package main
 
@@ -31,6 +32,7 @@ commands:
   validate --config FILE   exit 0 for a valid file; else print FILE:LINE: field: problem
   check    --grpc ADDR     send one Check, as Envoy would, and print the answer
   health   [--grpc ADDR | --http URL]   exit 0 when a running tokenbroker serves (container healthchecks)
+  invalidate NAME --admin ADDR   drop a credential's cached tokens so the next request mints
   version                  print the version
 
 common flags: --log-level debug|info|warn|error  --log-format json|console
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args, stdout, stderr)
 	case "health":
 		return cmdHealth(args, stdout, stderr)
+	case "invalidate":
+		return cmdInvalidate(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tokenbroker", buildVersion())
 		return 0

@@ -75,6 +75,7 @@ type server struct {
 	admin   *admin.Server
 	http    *http.Server
 	fwd     *http.Server // HTTP forward-auth (listen.http); nil when off
+	extra   *extras      // broker, budgets and status page (extras.go)
 
 	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
 	httpAddr            net.Addr
@@ -92,7 +93,9 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		return nil, err
 	}
 	s.l2 = l2
+	s.extra = newExtras(cfg, log, reg)
 	opts := cache.Options{
+		MayMint:      s.extra.mayMint,
 		MaxTokens:    cfg.Cache.MaxTokens,
 		ExpiryMargin: cfg.Cache.ExpiryMargin.D(),
 		RefreshAhead: cfg.Cache.RefreshAhead,
@@ -139,6 +142,9 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		}
 		lns = append(lns, ln)
 		return ln, nil
+	}
+	if err = s.extra.build(s, listen); err != nil {
+		return nil, err
 	}
 	var grpcLn, adminLn net.Listener
 	if cfg.Listen.GRPC != "" {
@@ -202,12 +208,14 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 			}
 		}()
 	}
+	s.extra.serve()
 	s.admin.SetReady(true)
 	log.Info("serving",
 		zap.String("version", buildVersion()),
 		zap.Stringer("grpc", addrOrOff(s.grpcAddr)),
 		zap.Stringer("admin", addrOrOff(s.adminAddr)),
 		zap.Stringer("http", addrOrOff(s.httpAddr)),
+		zap.Stringer("broker", addrOrOff(s.extra.addr)),
 		zap.Int("credentials", len(cfg.Credentials)),
 		zap.Int("routes", len(cfg.Routes)),
 		zap.String("default_action", cfg.DefaultAction))
@@ -240,6 +248,7 @@ func (s *server) shutdown() {
 		<-stopped
 	}
 	<-fwdStopped
+	s.extra.shutdown(s.cfg.Shutdown.Drain.D())
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Drain.D())
 		_ = s.http.Shutdown(ctx)
@@ -270,6 +279,7 @@ func (s *server) stopForwardAuth() <-chan struct{} {
 }
 
 func (s *server) closeAll() {
+	s.extra.close()
 	s.tokens.Close()
 	if s.l2 != nil {
 		_ = s.l2.Close()

@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/cache"
+)
+
+// client is one client id at one upstream.
+type client struct {
+	id      string
+	up      *upstream
+	created time.Time
+	bucket  *bucket
+
+	requests, cached, mints, forwarded, rejected, limited atomic.Int64
+
+	// guarded by Broker.mu
+	lastMint    time.Time
+	lastLatency time.Duration
+	keys        []cache.Key
+}
+
+func newClient(id string, up *upstream, now time.Time) *client {
+	return &client{id: id, up: up, created: now, bucket: newBucket(up.Limit.Mints, up.Limit.Per.D(), now)}
+}
+
+// meterName is the client's name in the budget meter (never a metric label).
+func (c *client) meterName() string { return "client:" + c.up.Name + "/" + c.id }
+
+// bucket is a token bucket: capacity mints, refilled evenly over per.
+type bucket struct {
+	mu     sync.Mutex // guards tokens and last
+	cap    float64
+	perSec float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(mints int64, per time.Duration, now time.Time) *bucket {
+	if mints <= 0 || per <= 0 {
+		return &bucket{}
+	}
+	return &bucket{cap: float64(mints), perSec: float64(mints) / per.Seconds(), tokens: float64(mints), last: now}
+}
+
+// take spends one token, or says how long until one is there.
+func (b *bucket) take(now time.Time) (time.Duration, bool) { return b.use(now, true) }
+
+// peek says whether take would succeed, spending nothing.
+func (b *bucket) peek(now time.Time) (time.Duration, bool) { return b.use(now, false) }
+
+func (b *bucket) use(now time.Time, spend bool) (time.Duration, bool) {
+	if b.cap == 0 {
+		return 0, true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if el := now.Sub(b.last).Seconds(); el > 0 {
+		b.tokens = math.Min(b.cap, b.tokens+el*b.perSec)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		if spend {
+			b.tokens--
+		}
+		return 0, true
+	}
+	return time.Duration((1 - b.tokens) / b.perSec * float64(time.Second)), false
+}
+
+// ClientState is what the status page shows of one broker client. It holds
+// no secret and no token.
+type ClientState struct {
+	ClientID, Upstream string
+	MeterName          string // name in the budget meter
+	CostPerMint        float64
+	Requests, Cached   int64 // Cached: answered from cache = mints avoided
+	Mints, Forwarded   int64
+	Rejected, Limited  int64
+	LastMint           time.Time
+	LastLatency        time.Duration
+	Keys               []cache.Key
+}
+
+// Clients returns every client seen, sorted by upstream then client id.
+func (b *Broker) Clients() []ClientState {
+	b.mu.Lock()
+	out := make([]ClientState, 0, len(b.clients))
+	for _, c := range b.clients {
+		out = append(out, ClientState{
+			ClientID: c.id, Upstream: c.up.Name, MeterName: c.meterName(), CostPerMint: c.up.CostPerMint,
+			Requests: c.requests.Load(), Cached: c.cached.Load(), Mints: c.mints.Load(), Forwarded: c.forwarded.Load(),
+			Rejected: c.rejected.Load(), Limited: c.limited.Load(),
+			LastMint: c.lastMint, LastLatency: c.lastLatency, Keys: append([]cache.Key(nil), c.keys...),
+		})
+	}
+	b.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Upstream != out[j].Upstream {
+			return out[i].Upstream < out[j].Upstream
+		}
+		return out[i].ClientID < out[j].ClientID
+	})
+	return out
+}
