@@ -2,6 +2,8 @@ package examples_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -228,6 +230,44 @@ func TestKubernetesManifests(t *testing.T) {
 			continue
 		}
 		env[name] = str(eo.get("value"))
+	}
+	// Secret volumes: the Secret exists, and the files the configuration
+	// names under the mount exist as keys of it. The example Secret holds
+	// placeholders on purpose, so the test stands in real keys.
+	secretDir := t.TempDir()
+	for _, v := range dep.list("spec", "template", "spec", "volumes") {
+		vo := asObj(v)
+		name := str(vo.get("secret", "secretName"))
+		if name == "" {
+			continue
+		}
+		sec := find(objs, "Secret", name)
+		if sec == nil {
+			t.Fatalf("volume references missing Secret %s", name)
+		}
+		var mount string
+		for _, m := range c.list("volumeMounts") {
+			if mo := asObj(m); mo.get("name") == vo.get("name") {
+				mount = str(mo.get("mountPath"))
+			}
+		}
+		if mount == "" {
+			t.Fatalf("Secret volume %s is not mounted", name)
+		}
+		for key := range asObj(sec.get("stringData")) {
+			if !strings.Contains(cfgFile, mount+"/"+key) {
+				continue
+			}
+			k := make([]byte, 32)
+			_, _ = rand.Read(k)
+			if err := os.WriteFile(filepath.Join(secretDir, key), []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfgFile = strings.ReplaceAll(cfgFile, mount+"/"+key, filepath.Join(secretDir, key))
+		}
+	}
+	if strings.Contains(cfgFile, "/run/secrets/") {
+		t.Error("the configuration names a secret file no mounted Secret provides")
 	}
 	p := filepath.Join(t.TempDir(), "tokenbroker.yaml")
 	if err := os.WriteFile(p, []byte(cfgFile), 0o644); err != nil {

@@ -284,21 +284,6 @@ func getJSON(t *testing.T, u string, v any) {
 	}
 }
 
-// TestExampleConfigsValidate keeps the shipped examples loadable.
-func TestExampleConfigsValidate(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*", "tokenbroker.yaml"))
-	if err != nil || len(files) < 2 {
-		t.Fatalf("examples: %v %v", files, err)
-	}
-	t.Setenv("DEMO_CLIENT_SECRET", "demo-secret")
-	for _, f := range files {
-		var out, errb bytes.Buffer
-		if code := run([]string{"validate", "--config", f}, &out, &errb); code != 0 {
-			t.Errorf("%s: exit %d: %s", f, code, errb.String())
-		}
-	}
-}
-
 // servingField reads a field of the "serving" log line.
 func servingField(t *testing.T, p *process, field string) string {
 	t.Helper()
