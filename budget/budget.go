@@ -272,3 +272,29 @@ func (m *Meter) Usage(name string) Usage {
 	u.Used = count(p.Window)
 	return u
 }
+
+// Tiered counts in a store shared by the fleet (Redis) and in memory. It
+// answers from the shared store and, while that fails, from memory, so an
+// outage of the shared store degrades budgets to per-replica counting
+// instead of to no counting at all.
+type Tiered struct {
+	Shared Counter
+	Local  Counter
+}
+
+// Add records in both stores; only a failure of both is an error.
+func (t Tiered) Add(ctx context.Context, name string, at time.Time) error {
+	errL := t.Local.Add(ctx, name, at)
+	if err := t.Shared.Add(ctx, name, at); err != nil {
+		return errL
+	}
+	return nil
+}
+
+// Count prefers the shared count and falls back to the local one.
+func (t Tiered) Count(ctx context.Context, name string, since, until time.Time) (int64, error) {
+	if n, err := t.Shared.Count(ctx, name, since, until); err == nil {
+		return n, nil
+	}
+	return t.Local.Count(ctx, name, since, until)
+}

@@ -42,9 +42,22 @@ type extras struct {
 	once sync.Once
 }
 
-func newExtras(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) *extras {
+func newExtras(cfg *config.Config, l2 *cache.Redis, log *zap.Logger, reg prometheus.Registerer) *extras {
 	x := &extras{cfg: cfg, log: log, reg: reg, stop: make(chan struct{})}
-	x.meter = budget.NewMeter(nil, nil, log, reg)
+	var counter budget.Counter // nil: in memory
+	if l2 != nil {
+		// With Redis the fleet shares its budgets; memory keeps counting
+		// while Redis is away.
+		keep := budget.Keep
+		for _, c := range cfg.Credentials {
+			keep = max(keep, c.Budget.Per.D())
+		}
+		for _, u := range cfg.Broker.Upstreams {
+			keep = max(keep, u.Budget.Per.D())
+		}
+		counter = budget.Tiered{Shared: l2.MintCounter(keep), Local: budget.NewMemory()}
+	}
+	x.meter = budget.NewMeter(counter, nil, log, reg)
 	for name, c := range cfg.Credentials {
 		x.meter.Set(name, budget.Policy{Limit: c.Budget.Mints, Window: c.Budget.Per.D(), Enforce: c.Budget.Enforce, CostPerMint: c.CostPerMint})
 	}

@@ -93,7 +93,7 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		return nil, err
 	}
 	s.l2 = l2
-	s.extra = newExtras(cfg, log, reg)
+	s.extra = newExtras(cfg, l2, log, reg)
 	opts := cache.Options{
 		MayMint:      s.extra.mayMint,
 		MaxTokens:    cfg.Cache.MaxTokens,
