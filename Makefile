@@ -27,6 +27,7 @@ test-deps:
 unit:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Allocations' ./envoy/   # allocation budgets: -race changes the counts
 
 ## fuzz: each fuzz target for $(FUZZTIME) (seed corpora live in testdata/fuzz)
 fuzz:

@@ -42,30 +42,38 @@ func run(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, *addr, stderr); err != nil {
 		fmt.Fprintf(stderr, "bareauthz: %v\n", err)
 		return 1
+	}
+	return 0
+}
+
+// serve answers Checks on addr until ctx ends.
+func serve(ctx context.Context, addr string, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
 	}
 	s := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(s, bare{})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
 		hs.Shutdown()
 		s.GracefulStop()
 	}()
 	line, _ := json.Marshal(map[string]string{"msg": "serving", "grpc": ln.Addr().String()})
 	fmt.Fprintln(stderr, string(line))
-	if err := s.Serve(ln); err != nil {
-		fmt.Fprintf(stderr, "bareauthz: %v\n", err)
-		return 1
-	}
-	return 0
+	err = s.Serve(ln)
+	<-stopped
+	return err
 }
 
 // answer is built once: the baseline does no per-request work at all.

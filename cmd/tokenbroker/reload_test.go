@@ -553,3 +553,48 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestReloadInFlightCheckFinishesOnItsConfiguration: a Check waiting on the
+// IdP when a reload removes its credential still gets its token; the next
+// Check sees the new configuration.
+func TestReloadInFlightCheckFinishesOnItsConfiguration(t *testing.T) {
+	idp := devidp.New(devidp.Options{Clients: idpClients, Lifetime: time.Hour})
+	arrived := make(chan struct{}, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		idp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	path := write(t, "tb.yaml", tbConfig(srv.URL, []string{"a", "b"}, "a.example.com=a", "b.example.com=b"))
+	l := startLive(t, path, idp, srv.URL)
+
+	hang := make(chan struct{})
+	idp.SetHang(hang)
+	inFlight := make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r, err := l.client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: "b.example.com", Path: "/", Method: "GET"}},
+		}})
+		if err != nil {
+			inFlight <- err.Error()
+			return
+		}
+		inFlight <- outcome(r)
+	}()
+	<-arrived // the Check is inside the IdP
+
+	replaceFile(t, path, tbConfig(srv.URL, []string{"a"}, "a.example.com=a"))
+	if r, err := l.srv.reload(path, "test"); r != reloadApplied || err != nil {
+		t.Fatalf("reload %s %v", r, err)
+	}
+	idp.SetHang(nil)
+	close(hang)
+	if got := <-inFlight; got != "ok" {
+		t.Fatalf("in-flight Check: %s", got)
+	}
+	if got := outcome(l.check(t, "b.example.com/")); got != "no route" {
+		t.Fatalf("next Check: %s", got)
+	}
+}
