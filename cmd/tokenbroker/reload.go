@@ -104,7 +104,7 @@ func (s *server) reload(path, trigger string) (result string, err error) {
 		return reloadUnchanged, nil
 	}
 
-	sources, err := buildSources(cfg, log)
+	sources, err := buildSources(cfg, s.log) // not log: sources keep their logger after this reload
 	if err != nil {
 		log.Error("configuration reload failed; the previous configuration keeps serving", zap.Error(err))
 		return reloadFailed, err
