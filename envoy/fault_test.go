@@ -2,9 +2,11 @@ package envoy_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,5 +222,50 @@ func TestIdPDownAfterWarmUp(t *testing.T) {
 		}
 		s.tokens.Settle()
 		s.clock.Advance(step)
+	}
+}
+
+// TestIdPConnectionDropped: a token endpoint that accepts connections and
+// closes them at once (a load balancer with no healthy backend). The
+// transport error gives a 503, a log line, and back-off: a burst of Checks
+// opens one connection, not one each. (http.Client retries an idempotent
+// request once on a fresh connection; a POST is not retried.)
+func TestIdPConnectionDropped(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts atomic.Int64
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-acceptDone })
+
+	s := newStack(t, strings.Replace(billingYAML, "IDP/oauth/token", "http://"+ln.Addr().String()+"/oauth/token", 1))
+	ctx := context.Background()
+	for range 50 {
+		denied(t, must(s.client.Check(ctx, checkReq("billing.example.com", "/v1"))), 503, "token unavailable")
+	}
+	s.tokens.Settle()
+	if n := accepts.Load(); n != 1 {
+		t.Fatalf("%d connections for 50 Checks, want 1 (then back-off)", n)
+	}
+	// The cause reads "EOF" or "server closed idle connection" depending on timing.
+	if logs := s.logText(); !strings.Contains(logs, "mint failed") || !strings.Contains(logs, "token request to "+ln.Addr().String()) {
+		t.Fatalf("no clear log line:\n%s", logs)
+	}
+	s.clock.Advance(61 * time.Second)
+	denied(t, must(s.client.Check(ctx, checkReq("billing.example.com", "/v1"))), 503, "token unavailable")
+	if n := accepts.Load(); n != 2 {
+		t.Fatalf("%d connections after the back-off, want 2", n)
 	}
 }
