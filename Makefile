@@ -27,6 +27,7 @@ test-deps:
 unit:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Allocations' ./envoy/   # allocation budgets: -race changes the counts
 
 ## fuzz: each fuzz target for $(FUZZTIME) (seed corpora live in testdata/fuzz)
 fuzz:
@@ -35,9 +36,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./envoy/
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTPRequest$$' -fuzztime $(FUZZTIME) ./envoy/
 
-## bench: Go benchmarks with allocations
+## bench: Go benchmarks with allocations, the memory of 100k cached credentials, then
+## tokenbroker vs a bare ext_authz server under the same ghz load (paired rounds; see BENCHMARKS.md)
+BENCHFLAGS ?= -rounds 6 -duration 5s -concurrency 16
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	-$(GO) run ./bench/rss -n 100000
+	bench/install-ghz.sh
+	$(GO) run ./bench/loadcompare $(BENCHFLAGS)
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -7,6 +7,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// CredentialSeriesLimit bounds how many credentials get metric series of
+// their own; credentials beyond it share the label credential="_other".
+// Each labelled credential costs a few KB of series (counters, a histogram),
+// so 100k credentials would otherwise spend hundreds of MB on metrics — and
+// overwhelm any Prometheus that scraped them.
+const CredentialSeriesLimit = 1000
+
+// OtherCredentials is the credential label shared past CredentialSeriesLimit.
+const OtherCredentials = "_other"
+
 // Metrics are the cache's Prometheus series. Labels carry credential names,
 // never tokens, secrets or client ids.
 type Metrics struct {
@@ -17,6 +27,24 @@ type Metrics struct {
 	mu       sync.Mutex
 	caches   []*Tokens
 	now      func() time.Time
+
+	labelMu  sync.Mutex      // guards labelled
+	labelled map[string]bool // credentials with series of their own
+}
+
+// label is the credential label for name: name itself for the first
+// CredentialSeriesLimit credentials seen, OtherCredentials after that.
+func (m *Metrics) label(name string) string {
+	m.labelMu.Lock()
+	defer m.labelMu.Unlock()
+	if m.labelled[name] {
+		return name
+	}
+	if len(m.labelled) < CredentialSeriesLimit {
+		m.labelled[name] = true
+		return name
+	}
+	return OtherCredentials
 }
 
 // NewMetrics creates the cache metrics and registers them with reg (nil: not registered).
@@ -38,7 +66,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		expiry: prometheus.NewDesc("tokenbroker_token_expiry_seconds",
 			"Seconds until the cached token of each credential expires (negative once expired).",
 			[]string{"credential"}, nil),
-		now: time.Now,
+		now:      time.Now,
+		labelled: map[string]bool{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.lookups, m.mints, m.mintTime, m)
@@ -56,10 +85,11 @@ func (c counter) inc() {
 }
 
 func (m *Metrics) newSlot(key Key) *slot {
+	l := m.label(key.Name)
 	return &slot{
 		key:    key,
-		hits:   counter{m.lookups.WithLabelValues(key.Name, "hit")},
-		misses: counter{m.lookups.WithLabelValues(key.Name, "miss")},
+		hits:   counter{m.lookups.WithLabelValues(l, "hit")},
+		misses: counter{m.lookups.WithLabelValues(l, "miss")},
 	}
 }
 
@@ -68,11 +98,12 @@ func (m *Metrics) minted(name string, err error, latency time.Duration) {
 	if err != nil {
 		result = "error"
 	}
-	m.mints.WithLabelValues(name, result).Inc()
-	m.mintTime.WithLabelValues(name).Observe(latency.Seconds())
+	l := m.label(name)
+	m.mints.WithLabelValues(l, result).Inc()
+	m.mintTime.WithLabelValues(l).Observe(latency.Seconds())
 }
 
-func (m *Metrics) mintSkipped(name string) { m.mints.WithLabelValues(name, "skipped").Inc() }
+func (m *Metrics) mintSkipped(name string) { m.mints.WithLabelValues(m.label(name), "skipped").Inc() }
 
 func (m *Metrics) watch(t *Tokens) {
 	m.mu.Lock()
@@ -95,13 +126,15 @@ func (m *Metrics) unwatch(t *Tokens) {
 // Describe implements prometheus.Collector for the expiry gauge.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.expiry }
 
-// Collect reports, at scrape time, how long each cached token has left.
+// Collect reports, at scrape time, how long each cached token has left;
+// for OtherCredentials, the soonest expiry among them.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	caches, now := m.caches, m.now()
 	m.mu.Unlock()
-	// Several keys may share a name (the broker labels its keys by upstream,
-	// not by client): report the soonest expiry per name, once.
+	// Several keys may share a label (the broker labels its keys by upstream,
+	// not by client; credentials past the series limit share OtherCredentials):
+	// report the soonest expiry per label, once.
 	soonest := make(map[string]time.Time)
 	for _, t := range caches {
 		t.slots.Range(func(_, v any) bool {
@@ -109,15 +142,17 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			s.mu.Lock()
 			cur := s.cur
 			s.mu.Unlock()
-			if cur != nil {
-				if e, ok := soonest[s.key.Name]; !ok || cur.tok.Expiry.Before(e) {
-					soonest[s.key.Name] = cur.tok.Expiry
-				}
+			if cur == nil {
+				return true
+			}
+			l := m.label(s.key.Name)
+			if e, ok := soonest[l]; !ok || cur.tok.Expiry.Before(e) {
+				soonest[l] = cur.tok.Expiry
 			}
 			return true
 		})
 	}
-	for name, e := range soonest {
-		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, e.Sub(now).Seconds(), name)
+	for l, e := range soonest {
+		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, e.Sub(now).Seconds(), l)
 	}
 }

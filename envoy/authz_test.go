@@ -118,6 +118,7 @@ func newStack(t *testing.T, yaml string) *stack {
 			t.Fatal(err)
 		}
 		cc.Now = s.clock.Now
+		cc.Logf = log.Sugar().Infof // as the command wires it: notes on adjusted IdP answers
 		sources[name] = cc
 	}
 	f, err := filter.New(cfg, sources, s.tokens, log, nil)

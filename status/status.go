@@ -25,7 +25,7 @@ type Page struct {
 	tokens  *cache.Tokens
 	broker  *broker.Broker // nil when the broker is off
 	meter   *budget.Meter
-	creds   map[string]*config.Credential
+	creds   atomic.Pointer[map[string]*config.Credential] // swapped by a configuration reload
 	refresh time.Duration
 	mints   atomic.Int64 // mint attempts, counted by the cache gate
 
@@ -43,8 +43,13 @@ type Sample struct {
 
 // New builds a page. b may be nil.
 func New(tokens *cache.Tokens, b *broker.Broker, meter *budget.Meter, creds map[string]*config.Credential) *Page {
-	return &Page{tokens: tokens, broker: b, meter: meter, creds: creds, refresh: 5 * time.Second}
+	p := &Page{tokens: tokens, broker: b, meter: meter, refresh: 5 * time.Second}
+	p.SetCredentials(creds)
+	return p
 }
+
+// SetCredentials replaces the credentials the page lists (after a reload).
+func (p *Page) SetCredentials(creds map[string]*config.Credential) { p.creds.Store(&creds) }
 
 // CountMint records one mint attempt for the chart.
 func (p *Page) CountMint() { p.mints.Add(1) }
@@ -123,7 +128,7 @@ func (p *Page) Data() Data {
 		byName[s.Key.Name] = append(byName[s.Key.Name], s)
 	}
 	d := Data{Now: now}
-	for name, cr := range p.creds {
+	for name, cr := range *p.creds.Load() {
 		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint}
 		for _, s := range byName[name] {
 			r.fold(s, now)

@@ -58,10 +58,24 @@ func newExtras(cfg *config.Config, l2 *cache.Redis, log *zap.Logger, reg prometh
 		counter = budget.Tiered{Shared: l2.MintCounter(keep), Local: budget.NewMemory()}
 	}
 	x.meter = budget.NewMeter(counter, nil, log, reg)
+	x.setPolicies(cfg)
+	return x
+}
+
+// setPolicies gives every credential its budget and price.
+func (x *extras) setPolicies(cfg *config.Config) {
 	for name, c := range cfg.Credentials {
 		x.meter.Set(name, budget.Policy{Limit: c.Budget.Mints, Window: c.Budget.Per.D(), Enforce: c.Budget.Enforce, CostPerMint: c.CostPerMint})
 	}
-	return x
+}
+
+// reconfigure applies a reloaded configuration's credentials to budgets and
+// the status page; the broker and listeners keep their start-up settings.
+func (x *extras) reconfigure(cfg *config.Config) {
+	x.setPolicies(cfg)
+	if x.page != nil {
+		x.page.SetCredentials(cfg.Credentials)
+	}
 }
 
 // mayMint is the cache's gate: broker keys ask the broker (client limits and

@@ -107,6 +107,7 @@ type process struct {
 	logs      *bytes.Buffer
 	mu        *sync.Mutex
 	exited    chan error
+	lines     chan map[string]any // every JSON log line, for waitLog; dropped when full
 }
 
 func startBinary(t *testing.T, cfgPath string, env ...string) *process {
@@ -124,7 +125,7 @@ func startBinary(t *testing.T, cfgPath string, env ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, logs: &bytes.Buffer{}, mu: &sync.Mutex{}, exited: make(chan error, 1)}
+	p := &process{cmd: cmd, logs: &bytes.Buffer{}, mu: &sync.Mutex{}, exited: make(chan error, 1), lines: make(chan map[string]any, 4096)}
 	serving := make(chan map[string]any, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -136,6 +137,12 @@ func startBinary(t *testing.T, cfgPath string, env ...string) *process {
 			var m map[string]any
 			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
 				serving <- m
+			}
+			if m != nil {
+				select {
+				case p.lines <- m:
+				default:
+				}
 			}
 		}
 		close(serving)

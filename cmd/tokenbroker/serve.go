@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,6 +47,14 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
+	// Watch before reading, so no edit made after the read is missed; a
+	// watch that cannot start leaves SIGHUP as the way to reload.
+	cw, err := watchConfig(*path)
+	if err != nil {
+		log.Warn("configuration file not watched; reload with SIGHUP", zap.Error(err))
+	} else {
+		defer cw.close() // on early returns; closing twice is harmless
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		printConfigErrors(stderr, *path, err)
@@ -52,13 +62,24 @@ func cmdServe(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := start(cfg, log)
 	if err != nil {
 		log.Error("start failed", zap.Error(err))
 		return 1
 	}
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	reloading := make(chan struct{})
+	go func() {
+		defer close(reloading)
+		srv.reloadLoop(reloadCtx, *path, cw, hup, nil)
+	}()
 	<-ctx.Done()
 	log.Info("shutting down", zap.String("signal", context.Cause(ctx).Error()))
+	stopReload()
+	<-reloading // no reload may swap the configuration while shutting down
 	srv.shutdown()
 	return 0
 }
@@ -80,6 +101,10 @@ type server struct {
 	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
 	httpAddr            net.Addr
 	done                chan struct{}
+
+	reloadMu      sync.Mutex // serialises reloads; reload replaces cfg under it
+	reloads       *reloadMetrics
+	filterMetrics *filter.Metrics // shared by every filter a reload builds
 }
 
 // start builds everything cfg describes and starts listening. On error
@@ -88,6 +113,7 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &server{cfg: cfg, log: log, health: health.NewServer(), admin: admin.New(reg), done: make(chan struct{})}
+	s.filterMetrics, s.reloads = filter.NewMetrics(reg), newReloadMetrics(reg)
 	l2, l2Meter, err := sharedTier(cfg.Cache.Redis, log, reg)
 	if err != nil {
 		return nil, err
@@ -121,7 +147,7 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := filter.New(cfg, sources, s.tokens, log, filter.NewMetrics(reg))
+	f, err := filter.New(cfg, sources, s.tokens, log, s.filterMetrics)
 	if err != nil {
 		return nil, err
 	}
