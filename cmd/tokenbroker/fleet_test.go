@@ -218,7 +218,18 @@ func TestFleetProcessesRefreshOnceAndKeepRedisClean(t *testing.T) {
 		}
 	}
 	for _, k := range keys {
-		v, err := rc.Get(ctx, k).Result()
+		// Tokens and locks are strings; the fleet's mint counts (budgets) are sorted sets.
+		var v string
+		switch typ := rc.Type(ctx, k).Val(); typ {
+		case "string":
+			v, err = rc.Get(ctx, k).Result()
+		case "zset":
+			var members []string
+			members, err = rc.ZRange(ctx, k, 0, -1).Result()
+			v = strings.Join(members, " ")
+		default:
+			t.Fatalf("unexpected %s key %q", typ, k)
+		}
 		if err != nil && err != redis.Nil {
 			t.Fatal(err)
 		}
