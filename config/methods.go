@@ -21,6 +21,10 @@ func (d *decoder) set(field string) bool {
 	return ok
 }
 
+// EntraCostPerMint is the dollars per token the entra preset assumes for the
+// cost meter when cost_per_mint is not set.
+const EntraCostPerMint = 0.001
+
 // applyPreset fills token_url and the parameter style of a known IdP. Fields
 // written in the file win over the preset.
 func (d *decoder) applyPreset(c *Credential, path string) {
@@ -70,6 +74,11 @@ func (d *decoder) applyPreset(c *Credential, path string) {
 		}
 		d.check(c.Audience == "", path+".audience", "provider entra takes scopes; set either audience alone (sent as <audience>/.default) or scopes")
 		d.check(len(c.Scopes) > 0, path+".scopes", `required by provider entra (e.g. "api://my-api/.default"), or set audience`)
+		if !d.set(path + ".cost_per_mint") {
+			// Entra External ID's list price per client-credentials token;
+			// feeds the cost meter only. Workforce tenants: set cost_per_mint: 0.
+			c.CostPerMint = EntraCostPerMint
+		}
 	case "okta":
 		// Okta's custom authorization servers take scopes, not audience.
 		if !explicitURL {

@@ -41,6 +41,27 @@ func TestProviderPresets(t *testing.T) {
 	}
 }
 
+func TestPresetCostPerMint(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       float64
+	}{
+		{"entra assumes External ID's price", "provider: entra\n    tenant: t\n    audience: api://x\n", EntraCostPerMint},
+		{"explicit cost wins, even zero", "provider: entra\n    tenant: t\n    audience: api://x\n    cost_per_mint: 0\n", 0},
+		{"other presets assume nothing", "provider: okta\n    domain: o\n    scopes: [a]\n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("tb.yaml", []byte("credentials:\n  c:\n    client_id: id\n    client_secret: s\n    "+tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Credentials["c"].CostPerMint; got != tc.want {
+				t.Fatalf("cost_per_mint %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestMethodErrors(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key.pem")
