@@ -17,7 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/budget"
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

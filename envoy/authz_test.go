@@ -26,9 +26,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
-	"github.com/tokenbroker/tokenbroker/devidp"
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

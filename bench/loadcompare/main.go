@@ -34,7 +34,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 const checkData = `{"attributes":{"request":{"http":{"host":"billing.example.com","path":"/v1/invoices","method":"GET","scheme":"https","headers":{":authority":"billing.example.com",":path":"/v1/invoices",":method":"GET","user-agent":"loadcompare"}}}}}`

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 func main() {

@@ -18,8 +18,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/budget"
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/tlsreload"
 	"github.com/tokenbroker/tokenbroker/status"
-	"github.com/tokenbroker/tokenbroker/tlsreload"
 )
 
 // sampleEvery is the status chart's interval.

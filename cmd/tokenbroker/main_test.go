@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/tokenbroker/tokenbroker/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 func write(t *testing.T, name, body string) string {

@@ -26,7 +26,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/credential"
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
-	"github.com/tokenbroker/tokenbroker/tlsreload"
+	"github.com/tokenbroker/tokenbroker/internal/tlsreload"
 )
 
 func cmdServe(args []string, stderr io.Writer) int {

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/tokenbroker/tokenbroker/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 // TestStatusPageInBrowser runs the binary with two credentials and the

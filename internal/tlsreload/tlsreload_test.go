@@ -19,7 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/tlsreload"
+	"github.com/tokenbroker/tokenbroker/internal/tlsreload"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

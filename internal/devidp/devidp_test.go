@@ -15,7 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tokenbroker/tokenbroker/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
