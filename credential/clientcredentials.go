@@ -52,7 +52,7 @@ type ClientCredentials struct {
 	secretFile string // read at each mint, so a rotated file is picked up
 	auth       string // auth_method
 	basic      bool   // client_secret_basic rather than client_secret_post
-	form       url.Values
+	form       string // the fixed form fields, encoded once (a map per credential is costly at 100k credentials)
 	timeout    time.Duration
 	lifetime   time.Duration // when the IdP omits expires_in
 	hc         *http.Client
@@ -224,7 +224,7 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 		secretFile:   c.ClientSecretFile,
 		auth:         auth,
 		basic:        basic,
-		form:         form,
+		form:         form.Encode(),
 		timeout:      timeout,
 		lifetime:     lifetime,
 		hc:           hc,
@@ -271,10 +271,7 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 			return Response{}, err
 		}
 	}
-	form := make(url.Values, len(cc.form)+3)
-	for k, v := range cc.form {
-		form[k] = v
-	}
+	form := make(url.Values, 3) // the fields that change per mint
 	var grantToken string
 	if cc.grantFile != "" {
 		t, err := readGrantFile(cc.grantParam, cc.grantFile)
@@ -308,7 +305,7 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, cc.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cc.tokenURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cc.tokenURL, strings.NewReader(joinForm(cc.form, form.Encode())))
 	if err != nil {
 		return Response{}, errors.New("building request failed") // the URL was checked in NewClientCredentials
 	}
@@ -433,3 +430,14 @@ var defaultClient = sync.OnceValue(func() *http.Client {
 		},
 	}
 })
+
+// joinForm joins two encoded forms with "&", either possibly empty.
+func joinForm(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "&" + b
+}

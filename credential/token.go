@@ -21,6 +21,12 @@ type Token struct {
 	// every hit (the token broker keeps a keyed hash of the secret that minted
 	// it here). It travels with the token through every cache tier.
 	Binding string
+
+	// Header is Value written into the credential's header format (e.g.
+	// "Bearer {token}") when the source knows the format; Value is then a
+	// slice of it, so a cached token costs one copy, not two. Empty when
+	// unknown (a token read back from the shared tier, a broker token).
+	Header string
 }
 
 // Lifetime is how long the token was valid for when it was issued.

@@ -172,7 +172,7 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 		return Decision{Status: http.StatusServiceUnavailable, Reason: reason, Credential: b.name}
 	}
 	f.m.ok.Inc()
-	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok.Value)}, Remove: remove}
+	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok)}, Remove: remove}
 }
 
 // pick returns the credential for r and, when a route chose it, the
@@ -187,7 +187,16 @@ func (f *Filter) pick(r *Request) (*binding, []string) {
 	return nil, nil
 }
 
-func (b *binding) value(token string) string {
+func (b *binding) value(tok credential.Token) string {
+	// The source formatted the header at mint time. Check it has this
+	// binding's format: a reload may change the format of a credential whose
+	// identity, and so cached token, stayed the same.
+	if h := tok.Header; len(h) == len(b.prefix)+len(tok.Value)+len(b.suffix) &&
+		strings.HasPrefix(h, b.prefix) && strings.HasSuffix(h, b.suffix) &&
+		h[len(b.prefix):len(h)-len(b.suffix)] == tok.Value {
+		return h
+	}
+	token := tok.Value
 	if m := b.formatted.Load(); m != nil && m.token == token {
 		return m.value
 	}

@@ -45,13 +45,14 @@ func main() {
 // stub keeps the real source (its memory is part of the measurement) but
 // answers without a network round trip.
 type stub struct {
-	real  credential.Source
-	value string
+	real credential.Source
+	name string
+	pad  *string // shared; the token is built per call, as a real IdP answer is
 }
 
 func (s stub) Token(context.Context) (credential.Token, error) {
 	now := time.Now()
-	return credential.Token{Value: s.value, Type: "Bearer", Issued: now, Expiry: now.Add(time.Hour)}, nil
+	return credential.Token{Value: fmt.Sprintf("%-16s", s.name) + *s.pad, Type: "Bearer", Issued: now, Expiry: now.Add(time.Hour)}, nil
 }
 
 var memProfile string
@@ -93,7 +94,8 @@ func run(n, tokenBytes int, limitMB float64) error {
 		if err != nil {
 			return err
 		}
-		sources[name] = stub{real: src, value: fmt.Sprintf("%-16s", name) + pad} // distinct tokens, no sharing
+		// Distinct tokens, no sharing; formatted at mint time as FromConfig's sources are.
+		sources[name] = credential.WithFormat(stub{real: src, name: name, pad: &pad}, c.Format)
 	}
 	f, err := filter.New(cfg, sources, tokens, nil, filter.NewMetrics(reg))
 	if err != nil {
