@@ -241,8 +241,18 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.Header.Name != "" {
 		h.Set(d.Header.Name, d.Header.Value)
 	}
+	if len(d.Remove) > 0 {
+		// Envoy http_service (and Istio envoyExtAuthzHttp) read a route's
+		// remove_headers from this header; the filter never lists the
+		// injected header in it. Other proxies ignore it.
+		h.Set(HeadersToRemoveHeader, strings.Join(d.Remove, ", "))
+	}
 	w.WriteHeader(http.StatusOK)
 }
+
+// HeadersToRemoveHeader is how an HTTP authorization service tells Envoy
+// which request headers to remove before the request goes upstream.
+const HeadersToRemoveHeader = "x-envoy-auth-headers-to-remove"
 
 func deny(w http.ResponseWriter, status int, reason string) {
 	if status != http.StatusServiceUnavailable {

@@ -255,3 +255,33 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+
+// TestForwardAuthRemoveHeaders: a route's remove_headers reach Envoy's
+// http_service as x-envoy-auth-headers-to-remove, without the injected header.
+func TestForwardAuthRemoveHeaders(t *testing.T) {
+	s := newStack(t, `
+credentials:
+  billing:
+    token_url: IDP/oauth/token
+    client_id: svc-billing
+    client_secret: ${BILLING_SECRET}
+routes:
+  - host: billing.example.com
+    credential: billing
+    remove_headers: [X-Api-Key, cookie]
+  - host: plain.example.com
+    credential: billing
+`)
+	h := envoy.NewForwardAuth(s.cur, "/envoy", nil)
+	resp := httpCheck(h, fwdReq("GET", "/envoy/v1/invoices", "billing.example.com"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := resp.Header.Get(envoy.HeadersToRemoveHeader); got != "x-api-key, cookie" {
+		t.Fatalf("%s = %q", envoy.HeadersToRemoveHeader, got)
+	}
+	resp = httpCheck(h, fwdReq("GET", "/envoy/", "plain.example.com"))
+	if _, ok := resp.Header[http.CanonicalHeaderKey(envoy.HeadersToRemoveHeader)]; ok || resp.StatusCode != 200 {
+		t.Fatalf("route without remove_headers: %d %v", resp.StatusCode, resp.Header)
+	}
+}
