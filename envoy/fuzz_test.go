@@ -25,10 +25,9 @@ func (fixedSource) Token(context.Context) (credential.Token, error) {
 	return credential.Token{Value: "fuzz-token", Type: "Bearer", Issued: now, Expiry: now.Add(time.Hour)}, nil
 }
 
-// FuzzCheck feeds arbitrary CheckRequests (as wire bytes, and as plain
-// fields) through request extraction, routing and response building.
-func FuzzCheck(f *testing.F) {
-	cfg, err := config.Parse("fuzz.yaml", []byte(`
+// fixedYAML routes billing.example.com/v1 (GET) to a credential whose
+// source is fixedSource; tests append routes to it.
+const fixedYAML = `
 credentials:
   billing:
     token_url: https://idp.example.com/oauth/token
@@ -39,24 +38,41 @@ routes:
     path_prefix: /v1
     methods: [GET]
     credential: billing
-  - host: "*.example.org"
-    credential: billing
-`))
+`
+
+// offlineDecider compiles yaml into a filter whose every credential is
+// answered by fixedSource: request handling in process, no IdP.
+func offlineDecider(tb testing.TB, yaml string) *envoy.Current {
+	tb.Helper()
+	cfg, err := config.Parse("offline.yaml", []byte(yaml))
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	tokens, err := cache.New(cache.Options{})
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	f.Cleanup(tokens.Close)
-	flt, err := filter.New(cfg, map[string]credential.Source{"billing": fixedSource{}}, tokens, nil, nil)
+	tb.Cleanup(tokens.Close)
+	sources := map[string]credential.Source{}
+	for name := range cfg.Credentials {
+		sources[name] = fixedSource{}
+	}
+	flt, err := filter.New(cfg, sources, tokens, nil, nil)
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	var cur envoy.Current
 	cur.Store(flt)
-	srv := envoy.NewAuthorizationServer(&cur)
+	return &cur
+}
+
+// FuzzCheck feeds arbitrary CheckRequests (as wire bytes, and as plain
+// fields) through request extraction, routing and response building.
+func FuzzCheck(f *testing.F) {
+	cur := offlineDecider(f, fixedYAML+`  - host: "*.example.org"
+    credential: billing
+`)
+	srv := envoy.NewAuthorizationServer(cur)
 
 	seed, _ := proto.Marshal(checkReq("billing.example.com", "/v1/x"))
 	f.Add(seed, "billing.example.com", "/v1", "GET", "")

@@ -7,9 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenbroker/tokenbroker/cache"
-	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/credential"
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
 )
@@ -17,33 +14,7 @@ import (
 // FuzzHTTPRequest feeds arbitrary raw HTTP requests, as each proxy might
 // send them, through RequestFromHTTP and the forward-auth handler.
 func FuzzHTTPRequest(f *testing.F) {
-	cfg, err := config.Parse("fuzz.yaml", []byte(`
-credentials:
-  billing:
-    token_url: https://idp.example.com/oauth/token
-    client_id: c
-    client_secret: s
-routes:
-  - host: billing.example.com
-    path_prefix: /v1
-    methods: [GET]
-    credential: billing
-`))
-	if err != nil {
-		f.Fatal(err)
-	}
-	tokens, err := cache.New(cache.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(tokens.Close)
-	flt, err := filter.New(cfg, map[string]credential.Source{"billing": fixedSource{}}, tokens, nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	var cur envoy.Current
-	cur.Store(flt)
-	h := envoy.NewForwardAuth(&cur, "/envoy", nil)
+	h := envoy.NewForwardAuth(offlineDecider(f, fixedYAML), "/envoy", nil)
 
 	f.Add("GET /envoy/v1/x?y=1 HTTP/1.1\r\nHost: billing.example.com\r\n\r\n", "/envoy")
 	f.Add("GET /auth HTTP/1.1\r\nHost: billing.example.com\r\nX-Original-URI: /v1\r\nX-Original-Method: GET\r\n\r\n", "/envoy")
