@@ -29,29 +29,15 @@ import (
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/testclock"
 )
+
+// clock is the shared manual clock for the clock seams.
+type clock = testclock.Clock
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const secret = "s3cr3t-never-logged"
-
-// clock is a manual clock shared by the token source and the cache.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // stack is a whole tokenbroker over loopback gRPC in front of a real token
 // endpoint (the dev IdP on a random port).
@@ -87,7 +73,7 @@ func newStack(t *testing.T, yaml string) *stack {
 	t.Helper()
 	s := &stack{
 		idp:   devidp.New(devidp.Options{Clients: map[string]string{"svc-billing": secret}, Lifetime: time.Hour}),
-		clock: &clock{t: time.Now()},
+		clock: testclock.New(time.Now()),
 		logs:  &bytes.Buffer{},
 		logMu: &sync.Mutex{},
 	}

@@ -23,27 +23,13 @@ import (
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/testclock"
 )
 
+// clock is the shared manual clock for the clock seams.
+type clock = testclock.Clock
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// clock is a manual clock for the token source and the cache.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // broker is an in-process tokenbroker serving HTTP forward-auth on loopback
 // from a shipped configuration, in front of a dev IdP that counts mints.
@@ -85,7 +71,7 @@ func startBroker(t *testing.T, cfgPath string, edits ...string) *broker {
 	}
 	b := &broker{
 		idp:   devidp.New(devidp.Options{Clients: map[string]string{"svc-billing": billingSecret}, Lifetime: time.Hour}),
-		clock: &clock{t: time.Now()},
+		clock: testclock.New(time.Now()),
 	}
 	idpSrv := httptest.NewServer(b.idp)
 	t.Cleanup(idpSrv.Close)
