@@ -15,8 +15,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/testpeer"
@@ -55,11 +53,7 @@ cache:
 	rs := &replicaSet{}
 	for range n {
 		p := startBinary(t, cfg, "FLEET_SECRET="+fleetSecret)
-		conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close() })
+		conn := dial(t, p.grpcAddr)
 		rs.procs = append(rs.procs, p)
 		rs.clients = append(rs.clients, authv3.NewAuthorizationClient(conn))
 	}

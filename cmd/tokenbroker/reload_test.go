@@ -20,8 +20,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
@@ -95,10 +93,7 @@ func startLive(t *testing.T, path string, idp *devidp.Server, idpURL string) *li
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(l.srv.grpcAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dial(t, l.srv.grpcAddr.String())
 	t.Cleanup(func() {
 		_ = conn.Close()
 		l.srv.shutdown()
@@ -480,11 +475,7 @@ func TestServeSIGHUPReloads(t *testing.T) {
 	}
 	path := write(t, "tb.yaml", body(""))
 	p := startBinary(t, path)
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, p.grpcAddr)
 	l := &live{client: authv3.NewAuthorizationClient(conn)}
 	if got := outcome(l.check(t, "a.example.com/")); got != "ok" {
 		t.Fatal(got)

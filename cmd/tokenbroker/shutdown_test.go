@@ -9,8 +9,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -25,11 +23,7 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	_, url := newIdP(t)
 	path := write(t, "tb.yaml", tbConfig(url, []string{"a"}, "a.example.com=a")+"shutdown:\n  delay: 2s\n  drain: 10s\n")
 	p := startBinary(t, path)
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, p.grpcAddr)
 	l := &live{client: authv3.NewAuthorizationClient(conn)}
 	if got := outcome(l.check(t, "a.example.com/")); got != "ok" {
 		t.Fatal(got)
@@ -87,11 +81,7 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	stopWatch() // an open Watch stream would hold GracefulStop until shutdown.drain
 
 	// NOT_SERVING came first: the listener still takes new connections.
-	fresh, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
+	fresh := dial(t, p.grpcAddr)
 	lf := &live{client: authv3.NewAuthorizationClient(fresh)}
 	if got := outcome(lf.check(t, "a.example.com/")); got != "ok" {
 		t.Fatalf("Check on a new connection during shutdown.delay: %s", got)

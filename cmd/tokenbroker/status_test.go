@@ -18,8 +18,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
@@ -86,11 +84,7 @@ broker:
 `)
 	p := startBinary(t, cfg, "TOKENBROKER_STATUS_SAMPLE_EVERY=100ms")
 	brokerAddr := servingField(t, p, "broker")
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, p.grpcAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	authz := authv3.NewAuthorizationClient(conn)
