@@ -120,3 +120,7 @@ func (t *Tokens) renew(s *slot) *entry {
 	}
 	return s.cur
 }
+
+// BreakerReset says on m that the shared tier is a new client now: its
+// breaker starts closed, whatever the replaced client's breaker was.
+func (m *L2Metrics) BreakerReset() { m.state.Set(float64(breakerClosed)) }
