@@ -46,7 +46,7 @@ func BenchmarkGetHitEntries(b *testing.B) {
 			}
 			resident := 0
 			for _, k := range keys {
-				if _, ok := tk.l1.Get(k.ID); ok {
+				if _, ok := tk.lookup(k.ID); ok {
 					resident++
 				}
 			}

@@ -75,7 +75,7 @@ func (t *Tokens) Peek(key Key) (credential.Token, bool) {
 func (t *Tokens) Now() time.Time { return t.opts.Now() }
 
 // ExpiryMargin is how long before its expiry a token stops being handed out.
-func (t *Tokens) ExpiryMargin() time.Duration { return t.opts.ExpiryMargin }
+func (t *Tokens) ExpiryMargin() time.Duration { return t.level().ExpiryMargin }
 
 func (c counter) value() uint64 {
 	if c.c == nil {

@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
@@ -74,7 +73,8 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // Tokens is the in-process token cache (L1). It is safe for concurrent use.
 type Tokens struct {
 	opts  Options
-	l1    *ristretto.Cache[string, *entry]
+	l1mu  sync.RWMutex // guards l1: Reconfigure replaces it, and closes the ristretto it held
+	l1    *level1
 	group singleflight.Group
 	slots sync.Map // Key.ID -> *slot
 
@@ -89,6 +89,7 @@ type entry struct {
 	refreshAt time.Time // start a background refresh from here
 	until     time.Time // last instant the token may be handed out (expiry − margin)
 	slot      *slot
+	l1        *level1 // whose settings gave refreshAt and until
 }
 
 // slot is the per-key bookkeeping kept outside ristretto.
@@ -109,12 +110,6 @@ type slot struct {
 
 // New builds a cache. Call Close to stop background refreshes.
 func New(opts Options) (*Tokens, error) {
-	if opts.MaxTokens <= 0 {
-		opts.MaxTokens = 100000
-	}
-	if opts.RefreshAhead <= 0 || opts.RefreshAhead >= 1 {
-		opts.RefreshAhead = 0.2
-	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = time.Second
 	}
@@ -133,17 +128,13 @@ func New(opts Options) (*Tokens, error) {
 	if opts.L2Meter == nil {
 		opts.L2Meter = NewL2Metrics(nil)
 	}
-	l1, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
-		NumCounters:        opts.MaxTokens * 10, // ristretto's advice: 10× the items
-		MaxCost:            opts.MaxTokens,
-		BufferItems:        64,
-		IgnoreInternalCost: true, // cost 1 per token: MaxCost counts tokens
-	})
+	set := Settings{MaxTokens: opts.MaxTokens, ExpiryMargin: opts.ExpiryMargin, RefreshAhead: opts.RefreshAhead}.withDefaults()
+	store, err := newStore(set.MaxTokens)
 	if err != nil {
-		return nil, fmt.Errorf("cache: %w", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tokens{opts: opts, l1: l1, ctx: ctx, cancel: cancel}
+	t := &Tokens{opts: opts, l1: &level1{Settings: set, store: store}, ctx: ctx, cancel: cancel}
 	opts.Meter.watch(t)
 	return t, nil
 }
@@ -153,14 +144,18 @@ func (t *Tokens) Close() {
 	t.cancel()
 	t.bg.Wait()
 	t.opts.Meter.unwatch(t)
-	t.l1.Close()
+	t.l1mu.Lock()
+	defer t.l1mu.Unlock()
+	t.l1.store.Close()
 }
 
 // Settle waits until no background refresh is running and every pending
 // ristretto write is applied. Tests use it instead of sleeping.
 func (t *Tokens) Settle() {
 	t.bg.Wait()
-	t.l1.Wait()
+	t.l1mu.RLock()
+	defer t.l1mu.RUnlock()
+	t.l1.store.Wait()
 }
 
 // Get returns a valid token for key, minting it from src only when no usable
@@ -169,7 +164,7 @@ func (t *Tokens) Settle() {
 // background. Get never returns a token within ExpiryMargin of its expiry.
 func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (credential.Token, error) {
 	now := t.opts.Now()
-	if e, ok := t.l1.Get(key.ID); ok && now.Before(e.until) {
+	if e, ok := t.lookup(key.ID); ok && now.Before(e.until) {
 		e.slot.hits.inc()
 		if !now.Before(e.refreshAt) {
 			t.refreshInBackground(e.slot, src, now)
@@ -184,7 +179,12 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 		if r.Err != nil {
 			return credential.Token{}, r.Err
 		}
-		return r.Val.(*entry).tok, nil
+		e := r.Val.(*entry)
+		if !now.Before(e.refreshAt) {
+			// Restored from its slot (a dropped Set, new settings) already due.
+			t.refreshInBackground(e.slot, src, now)
+		}
+		return e.tok, nil
 	case <-ctx.Done():
 		return credential.Token{}, fmt.Errorf("credential %q: waiting for token: %w", key.Name, ctx.Err())
 	}
@@ -192,7 +192,7 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 
 // Invalidate forgets key's token so the next Get mints a new one.
 func (t *Tokens) Invalidate(key Key) {
-	t.l1.Del(key.ID)
+	t.drop(key.ID)
 	if v, ok := t.slots.Load(key.ID); ok {
 		s := v.(*slot)
 		s.mu.Lock()
@@ -203,7 +203,7 @@ func (t *Tokens) Invalidate(key Key) {
 
 // Forget drops key entirely: its token and its bookkeeping (a removed credential).
 func (t *Tokens) Forget(key Key) {
-	t.l1.Del(key.ID)
+	t.drop(key.ID)
 	t.slots.Delete(key.ID)
 }
 
@@ -219,9 +219,7 @@ func (t *Tokens) slot(key Key) *slot {
 // token when ristretto lost it, or mints a new one.
 func (t *Tokens) fill(s *slot, src credential.Source) (any, error) {
 	now := t.opts.Now()
-	s.mu.Lock()
-	cur := s.cur
-	s.mu.Unlock()
+	cur := t.renew(s)
 	if cur != nil && now.Before(cur.until) {
 		t.store(cur, now)
 		return cur, nil
@@ -318,28 +316,34 @@ func (t *Tokens) mint(s *slot, src credential.Source) (any, error) {
 // usable rejects a token that could never be handed out under the margin,
 // which would otherwise make every request mint again.
 func (t *Tokens) usable(tok credential.Token, now time.Time) error {
-	if !tok.Expiry.Add(-t.opts.ExpiryMargin).After(now) {
-		return fmt.Errorf("token lifetime %s does not exceed expiry_margin %s", tok.Expiry.Sub(now).Round(time.Millisecond), t.opts.ExpiryMargin)
+	if margin := t.level().ExpiryMargin; !tok.Expiry.Add(-margin).After(now) {
+		return fmt.Errorf("token lifetime %s does not exceed expiry_margin %s", tok.Expiry.Sub(now).Round(time.Millisecond), margin)
 	}
 	return nil
 }
 
 func (t *Tokens) newEntry(s *slot, tok credential.Token) *entry {
-	until := tok.Expiry.Add(-t.opts.ExpiryMargin)
+	l1 := t.level()
+	until := tok.Expiry.Add(-l1.ExpiryMargin)
 	start := tok.Issued
 	if start.IsZero() || start.After(until) {
 		start = t.opts.Now()
 	}
 	window := until.Sub(start)
-	refreshAt := start.Add(window - time.Duration(float64(window)*t.opts.RefreshAhead))
-	return &entry{tok: tok, refreshAt: refreshAt, until: until, slot: s}
+	refreshAt := start.Add(window - time.Duration(float64(window)*l1.RefreshAhead))
+	return &entry{tok: tok, refreshAt: refreshAt, until: until, slot: s, l1: l1}
 }
 
 // store puts e in ristretto with a TTL ending at its usable deadline. A
-// dropped Set is harmless: the slot still holds e.
+// dropped Set is harmless: the slot still holds e. So is an e made under
+// settings Reconfigure has since replaced, which is not stored at all.
 func (t *Tokens) store(e *entry, now time.Time) {
 	if ttl := e.until.Sub(now); ttl > 0 {
-		t.l1.SetWithTTL(e.slot.key.ID, e, 1, ttl)
+		t.l1mu.RLock()
+		defer t.l1mu.RUnlock()
+		if e.l1 == t.l1 {
+			t.l1.store.SetWithTTL(e.slot.key.ID, e, 1, ttl)
+		}
 	}
 }
 

@@ -272,7 +272,7 @@ func TestDroppedSetDoesNotRemint(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk.Settle()
-	tk.l1.Del(key.ID) // what a dropped or evicted Set looks like
+	tk.drop(key.ID) // what a dropped or evicted Set looks like
 	tk.Settle()
 	tok, err := tk.Get(context.Background(), key, src)
 	if err != nil || tok.Value != "token-1" {

@@ -23,7 +23,7 @@ const History = 90
 // Page gathers status from the cache, the broker and the budget meter.
 type Page struct {
 	tokens  *cache.Tokens
-	broker  *broker.Broker // nil when the broker is off
+	broker  atomic.Pointer[broker.Broker] // nil when the broker is off; swapped by a reload
 	meter   *budget.Meter
 	creds   atomic.Pointer[map[string]*config.Credential] // swapped by a configuration reload
 	refresh time.Duration
@@ -43,13 +43,17 @@ type Sample struct {
 
 // New builds a page. b may be nil.
 func New(tokens *cache.Tokens, b *broker.Broker, meter *budget.Meter, creds map[string]*config.Credential) *Page {
-	p := &Page{tokens: tokens, broker: b, meter: meter, refresh: 5 * time.Second}
+	p := &Page{tokens: tokens, meter: meter, refresh: 5 * time.Second}
+	p.broker.Store(b)
 	p.SetCredentials(creds)
 	return p
 }
 
 // SetCredentials replaces the credentials the page lists (after a reload).
 func (p *Page) SetCredentials(creds map[string]*config.Credential) { p.creds.Store(&creds) }
+
+// SetBroker replaces the broker whose clients the page lists (nil: off).
+func (p *Page) SetBroker(b *broker.Broker) { p.broker.Store(b) }
 
 // CountMint records one mint attempt for the chart.
 func (p *Page) CountMint() { p.mints.Add(1) }
@@ -100,8 +104,8 @@ func (p *Page) Sample() {
 			checks += int64(s.Hits + s.Misses)
 		}
 	}
-	if p.broker != nil {
-		for _, c := range p.broker.Clients() {
+	if b := p.broker.Load(); b != nil {
+		for _, c := range b.Clients() {
 			checks += c.Requests
 		}
 	}
@@ -138,8 +142,8 @@ func (p *Page) Data() Data {
 		p.usage(&r, name)
 		d.Rows = append(d.Rows, r)
 	}
-	if p.broker != nil {
-		for _, c := range p.broker.Clients() {
+	if b := p.broker.Load(); b != nil {
+		for _, c := range b.Clients() {
 			r := Row{Kind: "broker_client", Name: c.ClientID, Upstream: c.Upstream, CostPerMint: c.CostPerMint,
 				Requests: c.Requests, Hits: c.Cached}
 			for _, k := range c.Keys {

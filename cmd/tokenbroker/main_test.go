@@ -40,6 +40,16 @@ func TestValidate(t *testing.T) {
 	if code := run([]string{"validate", "--config", good}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
+	// The defaults hold fixed ports: moving those to another host is what a
+	// reload cannot do; validate says so for this file.
+	if want := good + ": every setting reloads without a restart; restart-only: another host on the same port for listen.grpc (port 9191), listen.admin (port 9193)\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("validate said %q, want it to end with %q", out.String(), want)
+	}
+	out.Reset()
+	ephemeral := write(t, "ephemeral.yaml", "listen:\n  grpc: 127.0.0.1:0\n  admin: \"\"\n")
+	if code := run([]string{"validate", "--config", ephemeral}, &out, &errb); code != 0 || !strings.HasSuffix(out.String(), ": every setting reloads without a restart\n") {
+		t.Errorf("validate of a file without fixed ports: %d %q", code, out.String())
+	}
 
 	bad := write(t, "bad.yaml", "default_action: maybe\ncredentials:\n  a:\n    token_url: not a url\n    client_id: x\n    client_secret: hunter2-secret\n    colour: blue\nroutes:\n  - host: a.example.com\n    credential: b\n")
 	out.Reset()

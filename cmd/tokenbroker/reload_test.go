@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -76,7 +77,7 @@ type live struct {
 	idp    *devidp.Server
 	idpURL string
 	path   string
-	srv    *server
+	srv    *assembly
 	client authv3.AuthorizationClient
 	logs   *logBuffer
 }
@@ -93,10 +94,10 @@ func startLive(t *testing.T, path string, idp *devidp.Server, idpURL string) *li
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := dial(t, l.srv.grpcAddr.String())
+	conn := dial(t, l.srv.grpc.addr().String())
 	t.Cleanup(func() {
 		_ = conn.Close()
-		l.srv.shutdown()
+		l.srv.stop()
 		if logs := l.logs.String(); leaksSecret(logs) {
 			t.Errorf("a secret reached the logs:\n%s", logs)
 		}
@@ -161,7 +162,7 @@ func outcome(r *authv3.CheckResponse) string {
 
 func (l *live) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://" + l.srv.adminAddr.String() + "/metrics")
+	resp, err := http.Get("http://" + l.srv.admin.addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,20 +273,39 @@ func TestReloadInvalidKeepsServing(t *testing.T) {
 	}
 }
 
+// TestReloadRestartNeeded: the one change a running process cannot make
+// without refusing callers — another host on a listener's own port — keeps
+// the running listener and says a restart applies it; the rest of the file
+// (here a new cache size) applies.
 func TestReloadRestartNeeded(t *testing.T) {
 	idp, url := newIdP(t)
 	body := tbConfig(url, []string{"a"}, "a.example.com=a")
 	path := write(t, "tb.yaml", body)
 	l := startLive(t, path, idp, url)
-	replaceFile(t, path, strings.Replace(body, "grpc: 127.0.0.1:0", "grpc: 127.0.0.1:1", 1)+"cache:\n  max_tokens: 5\n")
-	if r, err := l.srv.reload(path, "test"); r != reloadUnchanged || err != nil {
-		t.Fatalf("reload %s %v", r, err)
+	port := l.srv.grpc.addr().(*net.TCPAddr).Port
+	moved := strings.Replace(body, "grpc: 127.0.0.1:0", fmt.Sprintf("grpc: localhost:%d", port), 1)
+	replaceFile(t, path, moved+"cache:\n  max_tokens: 5\n")
+	if r, err := l.srv.reload(path, "test"); r != reloadApplied || err != nil {
+		t.Fatalf("reload %s %v\n%s", r, err, l.logs)
 	}
-	if !strings.Contains(l.logs.String(), `restart`) || !strings.Contains(l.logs.String(), `"fields":["listen","cache"]`) {
+	if !regexp.MustCompile(`"fields":\["listen.grpc: localhost:\d+ shares its port with the running 127.0.0.1:0; kept until a restart"\]`).MatchString(l.logs.String()) {
 		t.Fatalf("restart-needed warning missing:\n%s", l.logs)
+	}
+	if got := l.srv.tokens.Settings().MaxTokens; got != 5 {
+		t.Errorf("cache.max_tokens in force %d, want 5", got)
+	}
+	if got := l.srv.config().Listen.GRPC; got != "127.0.0.1:0" {
+		t.Errorf("listen.grpc in force %q, want the running 127.0.0.1:0", got)
 	}
 	if got := outcome(l.check(t, "a.example.com/")); got != "ok" {
 		t.Fatal(got)
+	}
+	// The same file again: nothing to apply, the warning repeats.
+	if r, err := l.srv.reload(path, "test"); r != reloadUnchanged || err != nil {
+		t.Fatalf("second reload %s %v", r, err)
+	}
+	if n := strings.Count(l.logs.String(), "kept until a restart"); n != 2 {
+		t.Errorf("warning logged %d times, want once per reload", n)
 	}
 }
 

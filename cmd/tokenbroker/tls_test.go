@@ -41,14 +41,14 @@ func TestServeGRPCWithClientCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.shutdown()
+	defer s.stop()
 
 	health := func(cert *tls.Certificate) error {
 		tc := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
 		if cert != nil {
 			tc.Certificates = []tls.Certificate{*cert}
 		}
-		conn, err := grpc.NewClient(s.grpcAddr.String(), grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		conn, err := grpc.NewClient(s.grpc.addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
+	"strings"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -45,7 +47,29 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d credentials, %d routes)\n", *path, len(cfg.Credentials), len(cfg.Routes))
+	fmt.Fprintf(stdout, "%s: %s\n", *path, reloadReport(cfg))
 	return 0
+}
+
+// reloadReport says what of cfg a running tokenbroker can change on reload
+// (SIGHUP or a change of the file): everything, except moving a listener to
+// another host on the port it holds, which cannot be bound while the old
+// listener serves (and closing that first would refuse callers).
+func reloadReport(cfg *config.Config) string {
+	var fixed []string
+	for _, l := range []struct{ name, addr string }{
+		{"listen.grpc", cfg.Listen.GRPC}, {"listen.http", cfg.Listen.HTTP},
+		{"listen.broker", cfg.Listen.Broker}, {"listen.admin", cfg.Listen.Admin},
+	} {
+		if _, port, err := net.SplitHostPort(l.addr); err == nil && port != "0" {
+			fixed = append(fixed, l.name+" (port "+port+")")
+		}
+	}
+	msg := "every setting reloads without a restart"
+	if len(fixed) > 0 {
+		msg += "; restart-only: another host on the same port for " + strings.Join(fixed, ", ")
+	}
+	return msg
 }
 
 // printConfigErrors prints one `FILE:LINE: field: problem` line per problem.

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/admin"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/filter"
+)
+
+// An assembly is one running tokenbroker. The configuration becomes the
+// components below, each with one way to start, to take a new configuration
+// and to stop. They start in this order, each using only those above it:
+//
+//	fleet        cache.redis               the Redis tier replicas share tokens and mint counts through
+//	budgets      budget, cost_per_mint     mint counts, budgets and the cost meter
+//	tokens       cache.*                   the token cache: L1, single-flight, refresh-ahead
+//	broker       broker.*                  the token endpoint's upstreams, limits and pass-through parameters
+//	decisions    credentials, routes, default_action   the filter every Check and forward-auth request asks
+//	status       —                         the /status page and its chart
+//	admin        listen.admin, admin.*     /healthz /readyz /metrics /status and the admin API
+//	grpc         listen.grpc, listen.tls   ext_authz v3, gRPC health, reflection and added services (SDS)
+//	forwardAuth  listen.http, forward_auth.*, listen.tls
+//	brokerHTTP   listen.broker, listen.tls the broker's HTTP listener
+//
+// and stop in the reverse order, except that the three listeners that hand
+// out tokens stop together, so one shutdown.drain bounds them all.
+//
+// A new configuration is applied in two steps: every component first
+// prepares it (apply) without changing what serves — binding new addresses,
+// building clients, token sources and the filter; if any refuses, nothing
+// changes. Then every change commits, in order, and finally retires what the
+// old configuration held (old listeners drain, an old Redis client closes).
+type assembly struct {
+	log *zap.Logger
+	reg *prometheus.Registry
+
+	fleet       *fleetTier
+	budgets     *budgets
+	tokens      *tokenCache
+	broker      *brokerEndpoint
+	decisions   *decisions
+	status      *statusPage
+	admin       *adminListener
+	grpc        *grpcListener
+	forwardAuth *forwardAuthListener
+	brokerHTTP  *brokerListener
+
+	core    []component // fleet … admin, in start order
+	serving []component // grpc, forwardAuth, brokerHTTP
+
+	cfg atomic.Pointer[config.Config] // in force
+
+	reloadMu sync.Mutex // serialises reloads
+	reloads  *reloadMetrics
+	// beforeRetire, when set (tests), runs after a reload committed and
+	// before the old configuration's listeners close.
+	beforeRetire func()
+}
+
+// component is one part of a running tokenbroker.
+type component interface {
+	// start puts cfg in force on a component that is not running yet.
+	start(cfg *config.Config) error
+	// apply prepares cfg without changing what serves; the change it
+	// returns puts it in force. An error leaves the component as it was.
+	apply(cfg *config.Config) (change, error)
+	// stop ends what the component runs; ctx bounds the requests in flight.
+	stop(ctx context.Context)
+}
+
+// change is a prepared configuration of one component. Nil steps do nothing.
+type change struct {
+	commit  func() // puts it in force; cannot fail
+	retire  func() // after every component committed: let go of what the old configuration held
+	discard func() // instead of commit, when another component refused: let go of what apply built
+	// restart lists the settings of the new file that only a restart can
+	// apply; apply then wrote the running values into the configuration.
+	restart []string
+}
+
+func (c change) run(step func()) {
+	if step != nil {
+		step()
+	}
+}
+
+// then is c followed by d: committed, retired and discarded together.
+func (c change) then(d change) change {
+	both := func(a, b func()) func() {
+		return func() { c.run(a); c.run(b) }
+	}
+	return change{commit: both(c.commit, d.commit), retire: both(c.retire, d.retire),
+		discard: both(c.discard, d.discard), restart: append(c.restart, d.restart...)}
+}
+
+// now commits a change at once: how most components start.
+func now(c change, err error) error {
+	if err != nil {
+		return err
+	}
+	c.run(c.commit)
+	c.run(c.retire)
+	return nil
+}
+
+// newAssembly makes the components, none of them running yet.
+func newAssembly(log *zap.Logger) *assembly {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &assembly{log: log, reg: reg, reloads: newReloadMetrics(reg)}
+	processKey := make([]byte, 32) // the broker's binding key without broker.binding_key_file
+	_, _ = rand.Read(processKey)
+
+	a.fleet = newFleetTier(log, reg)
+	a.budgets = newBudgets(a.fleet, log, reg)
+	a.tokens = &tokenCache{log: log, reg: reg, fleet: a.fleet, mayMint: a.mayMint}
+	a.broker = &brokerEndpoint{log: log, reg: reg, tokens: a.tokens, budgets: a.budgets, processKey: processKey}
+	a.decisions = &decisions{log: log, tokens: a.tokens, metrics: filter.NewMetrics(reg)}
+	adminHandler := admin.New(reg)
+	a.status = &statusPage{reg: reg, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
+	a.admin = newAdminListener(adminHandler, a, log)
+	a.grpc = newGRPCListener(&a.decisions.current, log)
+	a.forwardAuth = newForwardAuthListener(&a.decisions.current, log)
+	a.brokerHTTP = newBrokerListener(a.broker, log)
+
+	a.core = []component{a.fleet, a.budgets, a.tokens, a.broker, a.decisions, a.status, a.admin}
+	a.serving = []component{a.grpc, a.forwardAuth, a.brokerHTTP}
+	return a
+}
+
+func (a *assembly) components() []component {
+	return append(append([]component(nil), a.core...), a.serving...)
+}
+
+// config is the configuration in force.
+func (a *assembly) config() *config.Config { return a.cfg.Load() }
+
+// start builds everything cfg describes and starts listening. On error
+// nothing is left running.
+func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
+	a := newAssembly(log)
+	all := a.components()
+	for i, c := range all {
+		if err := c.start(cfg); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Drain.D())
+			defer cancel()
+			for j := i - 1; j >= 0; j-- {
+				all[j].stop(ctx)
+			}
+			return nil, err
+		}
+	}
+	a.cfg.Store(cfg)
+	a.admin.handler.SetReady(true)
+	log.Info("serving",
+		zap.String("version", buildVersion()),
+		zap.Stringer("grpc", addrOrOff(a.grpc.addr())),
+		zap.Stringer("admin", addrOrOff(a.admin.addr())),
+		zap.Stringer("http", addrOrOff(a.forwardAuth.addr())),
+		zap.Stringer("broker", addrOrOff(a.brokerHTTP.addr())),
+		zap.Int("credentials", len(cfg.Credentials)),
+		zap.Int("routes", len(cfg.Routes)),
+		zap.String("default_action", cfg.DefaultAction))
+	return a, nil
+}
+
+// apply puts cfg in force: every component prepares it, then (when all
+// could) every change commits and retires in order. It returns the settings
+// only a restart can apply; cfg then holds their running values.
+func (a *assembly) apply(cfg *config.Config) (restart []string, err error) {
+	var changes []change
+	for _, c := range a.components() {
+		ch, err := c.apply(cfg)
+		if err != nil {
+			for _, p := range changes {
+				p.run(p.discard)
+			}
+			return nil, err
+		}
+		changes = append(changes, ch)
+		restart = append(restart, ch.restart...)
+	}
+	for _, ch := range changes {
+		ch.run(ch.commit)
+	}
+	a.cfg.Store(cfg)
+	if a.beforeRetire != nil {
+		a.beforeRetire()
+	}
+	for _, ch := range changes {
+		ch.run(ch.retire)
+	}
+	return restart, nil
+}
+
+// stop stops taking traffic in the order load balancers and Envoy's health
+// checks need: readiness and gRPC health turn NOT_SERVING first, then after
+// shutdown.delay the token listeners close while requests in flight finish
+// (at most shutdown.drain), then the rest stops in reverse start order.
+func (a *assembly) stop() {
+	cfg := a.config()
+	a.admin.handler.SetReady(false)
+	a.grpc.health.Shutdown()
+	if d := cfg.Shutdown.Delay.D(); d > 0 {
+		time.Sleep(d) // let health checkers see NOT_SERVING before the listeners go
+	}
+	drain := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), cfg.Shutdown.Drain.D())
+	}
+	ctx, cancel := drain()
+	var wg sync.WaitGroup
+	for _, c := range a.serving {
+		wg.Go(func() { c.stop(ctx) })
+	}
+	wg.Wait()
+	cancel()
+	ctx, cancel = drain()
+	defer cancel()
+	for i := len(a.core) - 1; i >= 0; i-- {
+		a.core[i].stop(ctx)
+	}
+	a.log.Info("stopped")
+}
+
+type off struct{}
+
+func (off) String() string { return "off" }
+
+func addrOrOff(a net.Addr) fmt.Stringer {
+	if a == nil {
+		return off{}
+	}
+	return a
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/cache"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/envoy"
+	"github.com/tokenbroker/tokenbroker/filter"
+)
+
+// decisions are credentials, routes and default_action: the filter that
+// decides every Check and forward-auth request, held in an envoy.Current
+// that both servers read. A new configuration builds a new filter (token
+// sources included) that the next request gets; requests in flight finish
+// on the one they loaded. The filter shares the running token cache, which
+// is keyed by identity, so a credential whose identity is unchanged keeps
+// its token; identities no longer in the file are dropped.
+type decisions struct {
+	log     *zap.Logger
+	tokens  *tokenCache
+	metrics *filter.Metrics // shared by every filter built
+	current envoy.Current
+	in      *config.Config // in force; apply and commit run under the reload lock
+}
+
+func (d *decisions) start(cfg *config.Config) error { return now(d.apply(cfg)) }
+
+func (d *decisions) apply(cfg *config.Config) (change, error) {
+	sources, err := buildSources(cfg, d.log)
+	if err != nil {
+		return change{}, err
+	}
+	f, err := filter.New(cfg, sources, d.tokens.Tokens, d.log, d.metrics)
+	if err != nil {
+		return change{}, err
+	}
+	old := d.in
+	return change{
+		commit: func() {
+			d.current.Store(f)
+			d.in = cfg
+		},
+		retire: func() {
+			if old == nil {
+				return
+			}
+			_, _, removed := diffIdentities(old, cfg)
+			for _, k := range removed {
+				d.tokens.Forget(k)
+			}
+		},
+	}, nil
+}
+
+func (d *decisions) stop(context.Context) {}
+
+// buildSources makes a token source for every credential.
+func buildSources(cfg *config.Config, log *zap.Logger) (map[string]credential.Source, error) {
+	out := make(map[string]credential.Source, len(cfg.Credentials))
+	for name, c := range cfg.Credentials {
+		clog := log.With(zap.String("credential", name))
+		src, err := credential.FromConfig(c, func(format string, args ...any) { clog.Sugar().Infof(format, args...) })
+		if err != nil {
+			return nil, fmt.Errorf("credential %q: %w", name, err)
+		}
+		out[name] = src
+	}
+	return out, nil
+}
+
+// diffIdentities sorts the cache keys of two configurations into those whose
+// token survives the reload, new ones, and those to drop. A key counts as
+// kept when any credential in the new file has the same identity, whatever
+// its name.
+func diffIdentities(old, cfg *config.Config) (kept, added, removed []cache.Key) {
+	ids := func(c *config.Config) map[string]cache.Key {
+		m := make(map[string]cache.Key, len(c.Credentials))
+		for name, cr := range c.Credentials {
+			m[cr.Identity()] = cache.Key{ID: cr.Identity(), Name: name}
+		}
+		return m
+	}
+	before, after := ids(old), ids(cfg)
+	for id, k := range after {
+		if _, ok := before[id]; ok {
+			kept = append(kept, k)
+		} else {
+			added = append(added, k)
+		}
+	}
+	for id, k := range before {
+		if _, ok := after[id]; !ok {
+			removed = append(removed, k)
+		}
+	}
+	return kept, added, removed
+}
+
+func names(keys []cache.Key) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Name
+	}
+	slices.Sort(out)
+	return out
+}
