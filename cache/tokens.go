@@ -28,6 +28,11 @@ import (
 type Key struct {
 	ID   string
 	Name string
+	// Local keeps the token out of the shared tier (L2): for a source that
+	// costs nothing to ask, such as a static value, a copy in Redis would
+	// only widen who can read it, and would be found by any replica whose
+	// identity for it collides.
+	Local bool
 }
 
 // Options configure a Tokens cache. Zero values take the documented defaults.
@@ -224,11 +229,14 @@ func (t *Tokens) fill(s *slot, src credential.Source) (any, error) {
 		t.store(cur, now)
 		return cur, nil
 	}
-	if t.opts.L2 != nil {
+	if t.shared(s) {
 		return t.obtainShared(s, src, false)
 	}
 	return t.mint(s, src)
 }
+
+// shared reports whether s's token goes through the fleet's shared tier.
+func (t *Tokens) shared(s *slot) bool { return t.opts.L2 != nil && !s.key.Local }
 
 // refreshInBackground starts one refresh for s unless one is running or the
 // last failure asked us to wait.
@@ -250,7 +258,7 @@ func (t *Tokens) refreshInBackground(s *slot, src credential.Source, now time.Ti
 		// Joining the single-flight means a concurrent foreground miss and this
 		// refresh share one mint.
 		_, _, _ = t.group.Do(s.key.ID, func() (any, error) {
-			if t.opts.L2 != nil {
+			if t.shared(s) {
 				return t.obtainShared(s, src, true)
 			}
 			return t.mint(s, src)

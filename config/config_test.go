@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -445,6 +448,41 @@ func TestIdentity(t *testing.T) {
 	// Pinned: a change here silently empties every token cache on upgrade.
 	if want := "48beabbedf565630a8021f672db703fe8feb609ba8ed2eba45fbb5943822a1c6"; id != want {
 		t.Errorf("Identity() = %s, want %s", id, want)
+	}
+}
+
+// TestIdentityStaticValue: inline static values are part of the identity,
+// through a keyed hash only.
+func TestIdentityStaticValue(t *testing.T) {
+	mapsCred := Credential{Name: "maps", Type: "static", Value: "maps-key-1111", Header: "X-Api-Key", Format: "{token}"}
+	weather := mapsCred
+	weather.Name, weather.Value = "weather", "weather-key-2222"
+	if mapsCred.Identity() == weather.Identity() {
+		t.Fatal("two static credentials with different inline values share one identity")
+	}
+	same := mapsCred
+	same.Name, same.Header = "maps2", "X-Other"
+	if mapsCred.Identity() != same.Identity() {
+		t.Error("the same inline value under another name and header changed the identity")
+	}
+	fromFile := Credential{Type: "static", ValueFile: "/run/secrets/maps"}
+	if fromFile.Identity() == mapsCred.Identity() {
+		t.Error("an inline value and a value file share one identity")
+	}
+	// Keyed: under another process key the same value has another identity,
+	// so the identity (a Redis key name) cannot be matched to a guessed value.
+	id := mapsCred.Identity()
+	saved := valueKey
+	t.Cleanup(func() { valueKey = saved })
+	valueKey = bytes.Repeat([]byte{7}, 32)
+	if mapsCred.Identity() == id {
+		t.Error("the identity of an inline value does not depend on the HMAC key")
+	}
+	unkeyed := sha256.Sum256([]byte(mapsCred.Value))
+	for _, leak := range []string{string(mapsCred.Value), hex.EncodeToString(unkeyed[:])} {
+		if strings.Contains(id, leak) || strings.Contains(mapsCred.Identity(), leak) {
+			t.Errorf("identity %s shows the value or its unkeyed hash", id)
+		}
 	}
 }
 

@@ -110,9 +110,12 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 		}
 		prefix, suffix, _ := strings.Cut(c.Format, "{token}")
 		changer, _ := src.(credential.Changer)
+		// A static value costs no mint: it stays out of the fleet's shared
+		// tier, so Redis never holds a copy of it.
+		key := cache.Key{ID: c.Identity(), Name: name, Local: c.Type == "static"}
 		f.bindings[name] = &binding{
 			name:    name,
-			key:     cache.Key{ID: c.Identity(), Name: name},
+			key:     key,
 			src:     src,
 			header:  strings.ToLower(c.Header), // HTTP/2 and Envoy use lower-case names
 			prefix:  prefix,
