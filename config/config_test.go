@@ -210,6 +210,8 @@ func TestParseErrors(t *testing.T) {
 		{"route host bad port", cred + "routes:\n  - {host: 'a.com:99999', credential: billing}\n", "tb.yaml:7: routes[0].host: must be a host name or *.domain, optionally with :port"},
 		{"route host url", cred + "routes:\n  - {host: 'https://a.com/', credential: billing}\n", "tb.yaml:7: routes[0].host: must be a host name or *.domain, optionally with :port"},
 		{"path_prefix", cred + "routes:\n  - {host: a.com, credential: billing, path_prefix: v1}\n", `tb.yaml:7: routes[0].path_prefix: must start with "/"`},
+		{"ambiguous path_prefix", cred + "routes:\n  - {host: a.com, credential: billing, path_prefix: /v1/../admin}\n", `tb.yaml:7: routes[0].path_prefix: must be an unambiguous path: no dot segments, encoded "/" or "\", backslashes, control characters, "?" or "#"`},
+		{"path_prefix with query", cred + "routes:\n  - {host: a.com, credential: billing, path_prefix: \"/v1?x\"}\n", `tb.yaml:7: routes[0].path_prefix: must be an unambiguous path: no dot segments, encoded "/" or "\", backslashes, control characters, "?" or "#"`},
 		{"method", cred + "routes:\n  - host: a.com\n    credential: billing\n    methods: [GET, 'PO ST']\n", "tb.yaml:9: routes[0].methods[1]: not a valid HTTP method"},
 		{"max_tokens", "cache:\n  max_tokens: 0\n", "tb.yaml:2: cache.max_tokens: must be at least 1"},
 		{"expiry_margin", "cache:\n  expiry_margin: -1s\n", "tb.yaml:2: cache.expiry_margin: must not be negative"},

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/canonpath"
 )
 
 // maxSecretFile bounds what client_secret_file may read, so a path such as
@@ -194,7 +196,13 @@ func (d *decoder) checkRoute(r *Route, path string, creds map[string]*Credential
 			r.Host = host
 		}
 	}
-	d.check(r.PathPrefix == "" || strings.HasPrefix(r.PathPrefix, "/"), path+".path_prefix", `must start with "/"`)
+	if d.check(r.PathPrefix == "" || strings.HasPrefix(r.PathPrefix, "/"), path+".path_prefix", `must start with "/"`) && r.PathPrefix != "" {
+		// Requests are matched on their canonical path; a prefix with no
+		// canonical form could never match (README "Path rules").
+		_, ok := canonpath.Canonical(r.PathPrefix)
+		d.check(ok && !strings.ContainsAny(r.PathPrefix, "?#"), path+".path_prefix",
+			`must be an unambiguous path: no dot segments, encoded "/" or "\", backslashes, control characters, "?" or "#"`)
+	}
 	for i, m := range r.Methods {
 		r.Methods[i] = strings.ToUpper(m)
 		d.check(token(m), fmt.Sprintf("%s.methods[%d]", path, i), "not a valid HTTP method")

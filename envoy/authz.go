@@ -5,7 +5,9 @@
 package envoy
 
 import (
+	"cmp"
 	"context"
+	"net/http"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -46,6 +48,13 @@ func NewAuthorizationServer(cur *Current) *AuthorizationServer {
 	return &AuthorizationServer{decider: cur}
 }
 
+// ReasonInvalidUTF8 denies a Check whose strings are not UTF-8 (see checkCodec).
+const ReasonInvalidUTF8 = "invalid UTF-8"
+
+// filterDecisionNotUTF8 answers a Check whose response cannot be marshalled
+// because the token is not UTF-8: a configuration problem, not the caller's.
+var filterDecisionNotUTF8 = filter.Decision{Status: http.StatusServiceUnavailable, Reason: "token not valid UTF-8"}
+
 // Shared read-only parts of responses: protobuf messages are safe to marshal
 // concurrently, and sharing them keeps the hit path's allocations down.
 var (
@@ -70,6 +79,9 @@ func (s *AuthorizationServer) Check(ctx context.Context, req *authv3.CheckReques
 // encode_raw_headers) and tolerates any field being absent.
 func RequestFromCheck(req *authv3.CheckRequest) filter.Request {
 	attrs := req.GetAttributes()
+	if attrs == unreadable {
+		return filter.Request{Invalid: ReasonInvalidUTF8}
+	}
 	h := attrs.GetRequest().GetHttp()
 	r := filter.Request{
 		Host:       h.GetHost(),
@@ -80,35 +92,40 @@ func RequestFromCheck(req *authv3.CheckRequest) filter.Request {
 		Principal:     attrs.GetSource().GetPrincipal(),
 		SourceAddress: attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
 	}
-	if r.Host == "" {
-		r.Host = header(h, ":authority")
-		if r.Host == "" {
-			r.Host = header(h, "host")
-		}
+	if r.Host != "" && r.Path != "" && r.Method != "" {
+		return r
 	}
-	if r.Path == "" {
-		r.Path = header(h, ":path")
+	if hs := h.GetHeaders(); len(hs) > 0 {
+		r.Host = cmp.Or(r.Host, hs[":authority"], hs["host"])
+		r.Path = cmp.Or(r.Path, hs[":path"])
+		r.Method = cmp.Or(r.Method, hs[":method"])
+		return r
 	}
-	if r.Method == "" {
-		r.Method = header(h, ":method")
-	}
-	return r
-}
-
-// header finds a lower-case header name in either representation Envoy uses.
-func header(h *authv3.AttributeContext_HttpRequest, name string) string {
-	if v, ok := h.GetHeaders()[name]; ok {
-		return v
-	}
+	// encode_raw_headers: one pass over header_map, whatever its length (the
+	// message as a whole is bounded by MaxCheckRequestBytes).
+	var authority, host, path, method string
 	for _, hv := range h.GetHeaderMap().GetHeaders() {
-		if hv.GetKey() == name {
-			if hv.GetValue() != "" {
-				return hv.GetValue()
-			}
-			return string(hv.GetRawValue())
+		var dst *string
+		switch hv.GetKey() {
+		case ":authority":
+			dst = &authority
+		case "host":
+			dst = &host
+		case ":path":
+			dst = &path
+		case ":method":
+			dst = &method
+		default:
+			continue
+		}
+		if *dst == "" {
+			*dst = cmp.Or(hv.GetValue(), string(hv.GetRawValue()))
 		}
 	}
-	return ""
+	r.Host = cmp.Or(r.Host, authority, host)
+	r.Path = cmp.Or(r.Path, path)
+	r.Method = cmp.Or(r.Method, method)
+	return r
 }
 
 // Response turns a decision into Envoy's answer. The injected header is set

@@ -164,9 +164,10 @@ func hostErr(h string) error {
 }
 
 // validHost accepts what a Host header may hold: no spaces, controls, "/",
-// "@", "?" or "#", at most 255 bytes.
+// "@", "?" or "#". Its length is bounded by the filter (filter.MaxHostBytes,
+// "host too long"), the same way on both transports.
 func validHost(h string) bool {
-	if h == "" || len(h) > 255 {
+	if h == "" {
 		return false
 	}
 	return !strings.ContainsFunc(h, func(c rune) bool {
@@ -230,8 +231,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, err := RequestFromHTTP(r, f.envoyPrefix)
 	if err != nil {
 		f.log.Debug("malformed forward-auth request", zap.Error(err))
-		deny(w, http.StatusForbidden, err.Error())
-		return
+		req = filter.Request{Invalid: err.Error()} // denied with this reason, and counted
 	}
 	d := f.decider.Load().Decide(r.Context(), &req)
 	if !d.Allowed {

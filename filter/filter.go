@@ -17,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/internal/canonpath"
 )
 
 // ReasonHeader carries a short, secret-free reason on every denial.
@@ -41,7 +42,36 @@ type Request struct {
 	// its IP address; allowed_sources is matched against them.
 	Principal     string
 	SourceAddress string
+
+	// Invalid, when set, says why the transport could not read the request
+	// (e.g. "invalid UTF-8"); Decide denies it with that reason, whatever
+	// default_action says: nothing is known about where it goes.
+	Invalid string
 }
+
+// Bounds on what a request may carry. Both transports apply them (through
+// Decide), so a Check costs the same small amount however large the fields
+// a caller sends: gRPC itself admits messages of up to 4 MiB.
+const (
+	// MaxHostBytes bounds the destination host, port included: a DNS name
+	// is at most 253 bytes. It stops hosts of thousands of labels, which
+	// cost seconds of CPU to match against wildcard routes before this
+	// bound and the per-suffix lookup existed.
+	MaxHostBytes = 255
+	// MaxPathBytes bounds the path with its query. It is above Envoy's
+	// default request-header limit (60 KiB, max_request_headers_kb), so no
+	// request Envoy forwards by default is refused, and it bounds the work
+	// and the copy canonicalising an odd path may take.
+	MaxPathBytes = 64 << 10
+)
+
+// Reasons of the denials that are about the request itself rather than a
+// route or a token. They are sent in ReasonHeader.
+const (
+	ReasonAmbiguousPath = "ambiguous path"
+	ReasonHostTooLong   = "host too long"
+	ReasonPathTooLong   = "path too long"
+)
 
 // Header is one header to set on the outbound request.
 type Header struct{ Name, Value string }
@@ -133,9 +163,29 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 }
 
 // Decide picks the credential for r and returns the header to inject, or a denial.
+//
+// The route is chosen on the canonical path (package canonpath). A path
+// whose meaning depends on who decodes it is denied 403 "ambiguous path"
+// when a credential could be at stake: the request names one through
+// context_extensions, or some route names its host. For a host no route
+// names, default_action decides as for any other unrouted request: no
+// credential can be sent either way.
 func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
-	b, remove := f.pick(r)
+	switch {
+	case r.Invalid != "":
+		return f.malformed(r.Invalid)
+	case len(r.Host) > MaxHostBytes:
+		return f.malformed(ReasonHostTooLong)
+	case len(r.Path) > MaxPathBytes:
+		return f.malformed(ReasonPathTooLong)
+	}
+	path, pathOK := canonpath.Canonical(r.Path)
+	b, remove, known := f.pick(r, path, pathOK)
 	if b == nil {
+		if known && !pathOK {
+			f.m.ambiguous.Inc()
+			return Decision{Status: http.StatusForbidden, Reason: ReasonAmbiguousPath}
+		}
 		if r.Credential != "" {
 			f.m.unknown.Inc()
 			return Decision{Status: http.StatusForbidden, Reason: "unknown credential"}
@@ -178,16 +228,27 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok)}, Remove: remove}
 }
 
-// pick returns the credential for r and, when a route chose it, the
-// route's headers to remove.
-func (f *Filter) pick(r *Request) (*binding, []string) {
+// malformed denies a request that cannot be read or exceeds a bound.
+func (f *Filter) malformed(reason string) Decision {
+	f.m.malformed.Inc()
+	return Decision{Status: http.StatusForbidden, Reason: reason}
+}
+
+// pick returns the credential for r on its canonical path and, when a
+// route chose it, the route's headers to remove. known reports whether a
+// credential was at stake: r names one, or a route names r's host.
+func (f *Filter) pick(r *Request, path string, pathOK bool) (b *binding, remove []string, known bool) {
 	if r.Credential != "" {
-		return f.bindings[r.Credential], nil
+		if !pathOK {
+			return nil, nil, true
+		}
+		return f.bindings[r.Credential], nil, true
 	}
-	if rt := f.routes.match(r.Host, r.Path, r.Method); rt != nil {
-		return rt.binding, rt.remove
+	rt, known := f.routes.match(r.Host, path, r.Method, pathOK)
+	if rt != nil {
+		return rt.binding, rt.remove, true
 	}
-	return nil, nil
+	return nil, nil, known
 }
 
 func (b *binding) value(tok credential.Token) string {
@@ -211,14 +272,14 @@ func (b *binding) value(tok credential.Token) string {
 // Metrics count Checks by result, whichever transport they came through.
 type Metrics struct {
 	ok, passThrough, noRoute, unknown, unavailable prometheus.Counter
-	sourceDenied                                   prometheus.Counter
+	sourceDenied, ambiguous, malformed             prometheus.Counter
 }
 
 // NewMetrics creates the filter metrics and registers them with reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenbroker_checks_total",
-		Help: "Authorization checks by result: ok (token injected), pass_through (no route, default_action allow), no_route, unknown_credential, unavailable (no token obtainable), source_not_allowed (caller not in the credential's allowed_sources).",
+		Help: "Authorization checks by result: ok (token injected), pass_through (no route, default_action allow), no_route, unknown_credential, unavailable (no token obtainable), source_not_allowed (caller not in the credential's allowed_sources), ambiguous_path (a path whose meaning depends on who decodes it), malformed (unreadable, or over a size bound).",
 	}, []string{"result"})
 	if reg != nil {
 		reg.MustRegister(v)
@@ -231,5 +292,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		unavailable: v.WithLabelValues("unavailable"),
 
 		sourceDenied: v.WithLabelValues("source_not_allowed"),
+		ambiguous:    v.WithLabelValues("ambiguous_path"),
+		malformed:    v.WithLabelValues("malformed"),
 	}
 }

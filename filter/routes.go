@@ -4,29 +4,41 @@ import (
 	"strings"
 
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/canonpath"
 )
 
 // route is one compiled `routes:` entry.
 type route struct {
-	pathPrefix string
+	pathPrefix string // canonical (canonpath); "" matches every path
+	never      bool   // the prefix is ambiguous: config validation refuses it, this is the backstop
 	methods    []string
 	binding    *binding
 	remove     []string // remove_headers, without the binding's own header
 }
 
+// maxHostLabels is the most labels a DNS name of at most 253 bytes can have;
+// it sizes the suffix positions wildcard matching keeps on the stack.
+const maxHostLabels = 127
+
 // table finds the first route for a request: exact host routes first, then
-// wildcard routes from the most specific suffix outwards. Lookups cost one map
-// probe per label of the host, however many routes there are.
+// wildcard routes from the most specific suffix outwards. A lookup probes
+// the exact map once and the wildcard map once per label of the longest
+// configured wildcard suffix, never once per label of the host: a host of
+// many labels costs no more than a short one.
 type table struct {
-	exact    map[string][]route
-	wildcard map[string][]route // "*.example.com" is stored under "example.com"
+	exact     map[string][]route
+	wildcard  map[string][]route // "*.example.com" is stored under "example.com"
+	maxLabels int                // labels of the longest wildcard suffix
 }
 
 func newTable(routes []config.Route, bindings map[string]*binding) *table {
 	t := &table{exact: map[string][]route{}, wildcard: map[string][]route{}}
 	for _, r := range routes {
 		host := normalizeHost(r.Host)
-		cr := route{pathPrefix: r.PathPrefix, methods: r.Methods, binding: bindings[r.Credential]}
+		cr := route{methods: r.Methods, binding: bindings[r.Credential]}
+		if r.PathPrefix != "" {
+			cr.pathPrefix, cr.never = canonicalPrefix(r.PathPrefix)
+		}
 		for _, h := range r.RemoveHeaders {
 			h = strings.ToLower(h)
 			// Envoy removes after setting: listing the injected header would strip the token.
@@ -36,6 +48,7 @@ func newTable(routes []config.Route, bindings map[string]*binding) *table {
 		}
 		if suffix, ok := strings.CutPrefix(host, "*."); ok {
 			t.wildcard[suffix] = append(t.wildcard[suffix], cr)
+			t.maxLabels = max(t.maxLabels, min(strings.Count(suffix, ".")+1, maxHostLabels))
 		} else {
 			t.exact[host] = append(t.exact[host], cr)
 		}
@@ -43,21 +56,72 @@ func newTable(routes []config.Route, bindings map[string]*binding) *table {
 	return t
 }
 
-// match returns the route for host/path/method, or nil.
-func (t *table) match(host, path, method string) *route {
-	host = normalizeHost(host)
-	if b := first(t.exact[host], path, method); b != nil {
-		return b
+// canonicalPrefix is a path_prefix in the form requests are matched in.
+// never is set for a prefix no canonical path can match.
+func canonicalPrefix(p string) (prefix string, never bool) {
+	if strings.ContainsAny(p, "?#") {
+		return "", true
 	}
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' {
-			if b := first(t.wildcard[host[i+1:]], path, method); b != nil {
-				return b
-			}
+	c, ok := canonpath.Canonical(p)
+	return c, !ok
+}
+
+// match returns the route for host/method and the canonical path, or nil.
+// known reports whether any route names the host at all, whatever its path
+// and methods; with pathOK false (an ambiguous path) no route is chosen and
+// only known is answered. A host longer than MaxHostBytes names no route.
+func (t *table) match(host, path, method string, pathOK bool) (rt *route, known bool) {
+	if len(host) > MaxHostBytes {
+		return nil, false
+	}
+	host = normalizeHost(host)
+	if probed != nil {
+		probed(host)
+	}
+	if rs := t.exact[host]; len(rs) > 0 {
+		if !pathOK {
+			return nil, true
+		}
+		if r := first(rs, path, method); r != nil {
+			return r, true
+		}
+		known = true
+	}
+	if t.maxLabels == 0 {
+		return nil, known
+	}
+	// The starts of the suffixes of 1..maxLabels labels, right to left.
+	var starts [maxHostLabels]int
+	n := 0
+	for i := len(host) - 1; i > 1 && n < t.maxLabels; i-- { // i > 1: the wildcard's own label is not empty
+		if host[i-1] == '.' {
+			starts[n] = i
+			n++
 		}
 	}
-	return nil
+	for n--; n >= 0; n-- { // the longest suffix is the most specific
+		suffix := host[starts[n]:]
+		if probed != nil {
+			probed(suffix)
+		}
+		rs := t.wildcard[suffix]
+		if len(rs) == 0 {
+			continue
+		}
+		if !pathOK {
+			return nil, true
+		}
+		known = true
+		if r := first(rs, path, method); r != nil {
+			return r, true
+		}
+	}
+	return nil, known
 }
+
+// probed, when set (by tests only), is called with every key match looks
+// up, so a test can assert how much work a lookup did.
+var probed func(key string)
 
 func first(rs []route, path, method string) *route {
 	for i := range rs {
@@ -69,6 +133,9 @@ func first(rs []route, path, method string) *route {
 }
 
 func (r *route) matches(path, method string) bool {
+	if r.never {
+		return false
+	}
 	if len(r.methods) > 0 {
 		ok := false
 		for _, m := range r.methods {
@@ -84,8 +151,9 @@ func (r *route) matches(path, method string) bool {
 	return hasPathPrefix(path, r.pathPrefix)
 }
 
-// hasPathPrefix matches whole path segments: "/v1" matches "/v1", "/v1/x" and
-// "/v1?q", but not "/v10", so a prefix never leaks a credential to a sibling API.
+// hasPathPrefix matches whole path segments of a canonical path: "/v1"
+// matches "/v1" and "/v1/x", but not "/v10", so a prefix never leaks a
+// credential to a sibling API.
 func hasPathPrefix(path, prefix string) bool {
 	if prefix == "" || prefix == "/" {
 		return true
@@ -93,23 +161,35 @@ func hasPathPrefix(path, prefix string) bool {
 	if !strings.HasPrefix(path, prefix) {
 		return false
 	}
-	if len(path) == len(prefix) || prefix[len(prefix)-1] == '/' {
-		return true
-	}
-	c := path[len(prefix)]
-	return c == '/' || c == '?' || c == '#'
+	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
 }
 
-// normalizeHost lower-cases host and strips a port, without allocating when
-// the host is already lower-case.
+// normalizeHost lower-cases host and strips a port in one pass, without
+// allocating when the host is already lower-case.
 func normalizeHost(host string) string {
+	upper := false
 	if strings.HasPrefix(host, "[") { // [::1]:8080
 		if i := strings.IndexByte(host, ']'); i > 0 {
 			host = host[1:i]
 		}
-	} else if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
-		host = host[:i]
+		upper = true // hex digits may be either case; rare enough to just lower
+	} else {
+		colons, last := 0, -1
+		for i := 0; i < len(host); i++ {
+			switch c := host[i]; {
+			case c == ':':
+				colons, last = colons+1, i
+			case 'A' <= c && c <= 'Z':
+				upper = true
+			}
+		}
+		if colons == 1 { // host:port; more colons are a bare IPv6 address
+			host = host[:last]
+		}
 	}
 	host = strings.TrimSuffix(host, ".") // "example.com." is the same host
-	return strings.ToLower(host)
+	if upper {
+		return strings.ToLower(host)
+	}
+	return host
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/canonpath"
 )
 
 func TestRouteMatching(t *testing.T) {
@@ -45,11 +46,17 @@ func TestRouteMatching(t *testing.T) {
 		{"[::1]:9000", "/", "GET", "v6"},
 		{"10.0.0.1:80", "/", "GET", "v4"},
 		{"", "/", "GET", ""},
+		{"billing.example.com", "/v1/../admin", "GET", ""}, // ambiguous: no route chosen
+		{"billing.example.com", "//v1//x", "GET", "billing-v1"},
+		{"billing.example.com", "/v%31/x", "GET", "billing-v1"},
+		{"billing.example.com", "/v1;x/y", "GET", "billing"}, // "v1;x" is another segment
+		{".example.com", "/", "GET", ""},                     // no empty wildcard label
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s %s %s", tt.method, tt.host, tt.path), func(t *testing.T) {
 			got := ""
-			if b := tbl.match(tt.host, tt.path, tt.method); b != nil {
+			path, ok := canonpath.Canonical(tt.path)
+			if b, _ := tbl.match(tt.host, path, tt.method, ok); b != nil {
 				got = b.binding.name
 			}
 			if got != tt.want {
@@ -74,7 +81,7 @@ func BenchmarkRouteMatch1000(b *testing.B) {
 	tbl := newTable(routes, bindings)
 	b.ReportAllocs()
 	for b.Loop() {
-		if tbl.match("api.svc999.example.com", "/v1/things", "GET") == nil {
+		if r, _ := tbl.match("api.svc999.example.com", "/v1/things", "GET", true); r == nil {
 			b.Fatal("no match")
 		}
 	}
