@@ -433,32 +433,3 @@ func TestWrongSecretsDoNotSpendTheClientsMints(t *testing.T) {
 		t.Errorf("cached token: %d", a.status)
 	}
 }
-
-func TestBindingKey(t *testing.T) {
-	tokens, err := cache.New(cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tokens.Close()
-	mk := func(key string) *Broker {
-		b, err := New(Options{Tokens: tokens, HMACKey: []byte(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	req := &request{clientID: "c", secret: "s"}
-	a, b, other := mk("shared-key-0123456789"), mk("shared-key-0123456789"), mk("another-key-0123456789")
-	if a.binding(req) != b.binding(req) {
-		t.Error("instances with the same binding key disagree")
-	}
-	if a.binding(req) == other.binding(req) {
-		t.Error("different keys give the same binding")
-	}
-	if a.binding(req) == a.binding(&request{clientID: "c", secret: "t"}) {
-		t.Error("different secrets give the same binding")
-	}
-	if len(a.binding(req)) != 64 {
-		t.Error("binding is not a hex HMAC")
-	}
-}

@@ -101,9 +101,7 @@ func (p *Page) Sample() {
 		}
 	}
 	if p.broker != nil {
-		for _, c := range p.broker.Clients() {
-			checks += c.Requests
-		}
+		checks += p.broker.Requests() // Clients lists only some clients
 	}
 	cur := Sample{At: p.tokens.Now(), Mints: p.mints.Load(), Checks: checks}
 	p.mu.Lock()
