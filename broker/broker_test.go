@@ -32,7 +32,7 @@ type env struct {
 }
 
 // setup starts devidp and a broker in front of it, both on loopback.
-func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string) *env {
+func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string, with ...func(*Options)) *env {
 	t.Helper()
 	idp := devidp.New(devidp.Options{Clients: clients})
 	e := &env{idp: idp}
@@ -58,10 +58,14 @@ func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string) *e
 		t.Fatal(err)
 	}
 	t.Cleanup(tokens.Close)
-	b, err = New(Options{
+	opts := Options{
 		Config: config.Broker{Path: "/oauth/token", NegativeTTL: config.Duration(5 * time.Second), Upstreams: []config.BrokerUpstream{up}},
 		Tokens: tokens, Meter: budget.NewMeter(nil, nil, nil, nil),
-	})
+	}
+	for _, f := range with {
+		f(&opts)
+	}
+	b, err = New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
