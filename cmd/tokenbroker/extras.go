@@ -101,7 +101,7 @@ func (x *extras) mayMint(k cache.Key) error {
 func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, error)) error {
 	if x.cfg.Listen.Broker != "" {
 		b, err := broker.New(broker.Options{Config: x.cfg.Broker, Tokens: s.tokens, Meter: x.meter, Logger: x.log, Registerer: x.reg,
-			HMACKey: []byte(x.cfg.Broker.BindingKey.Reveal())})
+			HMACKey: []byte(x.cfg.Broker.BindingKey.Reveal()), FleetKeys: fleetKeys(x.cfg)})
 		if err != nil {
 			return err
 		}
@@ -147,6 +147,15 @@ func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, 
 		return n, true
 	}))
 	return nil
+}
+
+// fleetKeys are cache.redis's encryption keys: replicas sharing Redis derive
+// the broker's binding keys from them.
+func fleetKeys(cfg *config.Config) [][]byte {
+	if cfg.Cache.Redis == nil {
+		return nil
+	}
+	return cfg.Cache.Redis.EncryptionKeys
 }
 
 // serve starts the chart's sampler.
