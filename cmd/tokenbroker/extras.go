@@ -116,9 +116,7 @@ func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, 
 			}
 		}
 		x.broker, x.addr = b, ln.Addr()
-		mux := http.NewServeMux()
-		mux.Handle(x.cfg.Broker.Path, b)
-		x.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+		x.http = b.NewServer()
 		go func() {
 			if err := x.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				x.log.Error("broker server stopped", zap.Error(err))

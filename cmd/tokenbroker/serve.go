@@ -219,7 +219,7 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		}()
 	}
 	if adminLn != nil {
-		s.http = &http.Server{Handler: s.admin, ReadHeaderTimeout: 5 * time.Second}
+		s.http = s.admin.NewHTTPServer()
 		go func() {
 			if err := s.http.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", zap.Error(err))
