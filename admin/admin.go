@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenbroker/tokenbroker/internal/httpserver"
 )
 
 // Server is the admin HTTP handler.
@@ -40,3 +42,7 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// NewHTTPServer returns the admin listener for s, with header, read, write
+// and idle timeouts and a header size limit.
+func (s *Server) NewHTTPServer() *http.Server { return httpserver.New(s, httpserver.Limits{}) }

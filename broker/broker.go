@@ -4,27 +4,19 @@
 //
 // A token is cached per client id, upstream and normalized request
 // parameters, in the same cache.Tokens (and single-flight) as the ext_authz
-// side. Each cached token carries a keyed hash of the secret that minted it;
-// a request whose secret hashes differently is never served that token: it
-// is forwarded to the IdP, which decides.
+// side. Each cached token carries a keyed hash of the secret that minted it
+// (binding.go); a request whose secret hashes differently is never served
+// that token: it is forwarded to the IdP, which decides. What the broker
+// remembers about clients is bounded and evicts (memory.go).
 package broker
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"mime"
 	"net/http"
-	"net/url"
-	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,17 +33,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/credential"
 )
 
-const (
-	maxFormBytes = 64 << 10
-	// maxClients bounds the per-client bookkeeping a flood of made-up client
-	// ids could grow; past it, new clients are refused with 503.
-	maxClients  = 100000
-	maxKeys     = 4 * maxClients // (client, parameters) combinations remembered
-	maxNegative = 10000
-	// NamePrefix starts the cache.Key.Name of every broker key. The rest is
-	// the upstream name: metric labels stay bounded and carry no client id.
-	NamePrefix = "broker:"
-)
+// NamePrefix starts the cache.Key.Name of every broker key. The rest is
+// the upstream name: metric labels stay bounded and carry no client id.
+const NamePrefix = "broker:"
 
 // Options configure a Broker.
 type Options struct {
@@ -59,26 +43,30 @@ type Options struct {
 	Tokens  *cache.Tokens
 	Meter   *budget.Meter // per-client budgets and mint counts; nil: none
 	Logger  *zap.Logger
-	HMACKey []byte // keys the secret hash; nil: random per process
+	HMACKey []byte // broker.binding_key_file; nil: derived from FleetKeys
+	// FleetKeys are the fleet's encryption keys (cache.redis), encrypting
+	// key first. Without HMACKey the binding keys are derived from them, so
+	// replicas sharing Redis share bindings; none: a random key per process.
+	FleetKeys [][]byte
 	// Registerer receives the broker's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 }
 
 // Broker is the token endpoint as an http.Handler.
 type Broker struct {
-	cfg     config.Broker
-	tokens  *cache.Tokens
-	meter   *budget.Meter
-	log     *zap.Logger
-	hmacKey []byte
-	ups     []*upstream
-	direct  singleflight.Group // forwards outside the cache, per key and secret
-	results *prometheus.CounterVec
+	cfg      config.Broker
+	tokens   *cache.Tokens
+	meter    *budget.Meter
+	log      *zap.Logger
+	bindKeys bindingKeys
+	ups      []*upstream
+	direct   singleflight.Group // forwards outside the cache, per key and secret
+	results  *prometheus.CounterVec
+	health   *upstreamHealth
+	requests atomic.Int64 // token requests that parsed, for the status chart
 
-	mu       sync.Mutex           // guards clients, keys and negative
-	clients  map[string]*client   // by upstream name + "\x00" + client id
-	keys     map[string]*keyState // by cache key ID
-	negative map[string]*rejection
+	mu  sync.Mutex // guards mem and the fields of client and keyState it says
+	mem memory
 }
 
 type upstream struct {
@@ -86,12 +74,12 @@ type upstream struct {
 	idx int
 }
 
-// keyState is what the broker remembers about one cache key.
+// keyState is what the broker remembers about one cache key. It exists only
+// once the IdP has accepted a secret for the key.
 type keyState struct {
-	key    string // cache key ID
 	client *client
-	params string // normalized parameters, for the status page (no secret)
-	good   string // binding of the last secret the IdP accepted
+	// guarded by Broker.mu
+	good   string // binding of the last secret the IdP accepted ("" while the first is being seeded)
 	failed string // binding of the last secret the IdP rejected
 	reject *rejection
 	seeds  atomic.Int32 // seedings in progress: their cache "mint" is free
@@ -105,6 +93,11 @@ type rejection struct {
 	until      time.Time
 }
 
+// maxRejectionText bounds the IdP error code and description kept with a
+// remembered refusal, so the negative table's size does not depend on what
+// an IdP (or a proxy in front of it) puts in its error bodies.
+const maxRejectionText = 1 << 10
+
 // New builds a Broker. Its metrics are registered with opts.Registerer.
 func New(opts Options) (*Broker, error) {
 	if opts.Tokens == nil {
@@ -113,19 +106,19 @@ func New(opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	key := opts.HMACKey
-	if len(key) == 0 {
-		key = make([]byte, 32)
-		_, _ = rand.Read(key)
+	keys, err := newBindingKeys(opts.HMACKey, opts.FleetKeys)
+	if err != nil {
+		return nil, err
 	}
 	b := &Broker{
-		cfg: opts.Config, tokens: opts.Tokens, meter: opts.Meter, log: opts.Logger, hmacKey: key,
-		clients: make(map[string]*client), keys: make(map[string]*keyState), negative: make(map[string]*rejection),
+		cfg: opts.Config, tokens: opts.Tokens, meter: opts.Meter, log: opts.Logger, bindKeys: keys,
+		health: newUpstreamHealth(opts.Logger),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_broker_requests_total",
 			Help: "Token endpoint broker requests by upstream and result (cached, minted, forwarded, rejected, limited, invalid).",
 		}, []string{"upstream", "result"}),
 	}
+	b.newMemory()
 	for i, u := range opts.Config.Upstreams {
 		if u.Name == "" {
 			u.Name = fmt.Sprintf("upstream-%d", i)
@@ -147,7 +140,7 @@ func Owns(key cache.Key) bool { return strings.HasPrefix(key.Name, NamePrefix) }
 // (token bucket), then its budget. A key it does not know is refused.
 func (b *Broker) MayMint(key cache.Key) error {
 	b.mu.Lock()
-	ks := b.keys[key.ID]
+	ks, _ := b.mem.keys.Peek(key.ID)
 	b.mu.Unlock()
 	if ks == nil {
 		return errors.New("unknown broker key")
@@ -194,14 +187,6 @@ func (e *LimitError) Error() string {
 	return fmt.Sprintf("mint limit reached; retry after %s", e.RetryAfter.Round(time.Second))
 }
 
-// request is a parsed token request. secret never leaves this package.
-type request struct {
-	clientID, secret string
-	basic            bool
-	params           url.Values // pass_params only, normalized
-	up               *upstream
-}
-
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -217,141 +202,46 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, code, desc, 0)
 		return
 	}
+	b.requests.Add(1)
 	b.serve(r.Context(), w, req)
 }
 
-// parse reads an RFC 6749 §4.4 request with client_secret_basic or client_secret_post.
-func (b *Broker) parse(w http.ResponseWriter, r *http.Request) (*request, int, string, string) {
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
-		return nil, 400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded"
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
-		return nil, 400, "invalid_request", "malformed form body"
-	}
-	form := r.PostForm
-	for k, v := range form {
-		if len(v) > 1 {
-			return nil, 400, "invalid_request", "parameter " + printable(k) + " repeated"
-		}
-	}
-	req := &request{}
-	if r.Header.Get("Authorization") != "" {
-		user, pass, ok := r.BasicAuth()
-		if !ok {
-			return nil, 401, "invalid_client", "Authorization header is not HTTP Basic"
-		}
-		if form.Has("client_secret") {
-			return nil, 400, "invalid_request", "more than one client authentication method used"
-		}
-		id, err1 := url.QueryUnescape(user)
-		secret, err2 := url.QueryUnescape(pass)
-		if err1 != nil || err2 != nil {
-			return nil, 401, "invalid_client", "Basic credentials are not form-urlencoded"
-		}
-		if fid := form.Get("client_id"); fid != "" && fid != id {
-			return nil, 400, "invalid_request", "client_id in body differs from Basic credentials"
-		}
-		req.clientID, req.secret, req.basic = id, secret, true
-	} else {
-		req.clientID, req.secret = form.Get("client_id"), form.Get("client_secret")
-	}
-	if req.clientID == "" || req.secret == "" {
-		return nil, 401, "invalid_client", "client authentication required"
-	}
-	switch form.Get("grant_type") {
-	case "client_credentials":
-	case "":
-		return nil, 400, "invalid_request", "grant_type is required"
-	default:
-		return nil, 400, "unsupported_grant_type", "only client_credentials is supported"
-	}
-	for _, u := range b.ups {
-		if u.matches(req.clientID) {
-			req.up = u
-			break
-		}
-	}
-	if req.up == nil {
-		return nil, 401, "invalid_client", "no upstream serves this client"
-	}
-	req.params = url.Values{}
-	for _, p := range req.up.PassParams {
-		if v := normalize(p, form.Get(p)); v != "" {
-			req.params.Set(p, v)
-		}
-	}
-	return req, 0, "", ""
-}
-
-func (u *upstream) matches(id string) bool {
-	if len(u.ClientIDs) == 0 {
-		return true
-	}
-	for _, g := range u.ClientIDs {
-		if ok, _ := path.Match(g, id); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// normalize makes equivalent requests share a key: scope is a set (RFC 6749
-// §3.3), other values lose surrounding white space.
-func normalize(param, v string) string {
-	if param != "scope" {
-		return strings.TrimSpace(v)
-	}
-	s := strings.Fields(v)
-	slices.Sort(s)
-	return strings.Join(slices.Compact(s), " ")
-}
-
-// cacheKey is a hash of everything that decides which token the IdP issues.
-func (req *request) cacheKey() cache.Key {
-	h := sha256.New()
-	put := func(s string) { fmt.Fprintf(h, "%d:%s", len(s), s) }
-	put("tokenbroker.broker.v1")
-	put(req.up.Name)
-	put(req.up.TokenURL)
-	put(req.clientID)
-	put(req.params.Encode()) // Encode sorts by key
-	return cache.Key{ID: hex.EncodeToString(h.Sum(nil)), Name: NamePrefix + req.up.Name}
-}
-
-// binding is the keyed hash of the client's secret stored with its token.
-func (b *Broker) binding(req *request) string {
-	m := hmac.New(sha256.New, b.hmacKey)
-	m.Write([]byte(req.clientID))
-	m.Write([]byte{0})
-	m.Write([]byte(req.secret))
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-func same(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+// Requests is the number of well-formed token requests answered so far.
+func (b *Broker) Requests() int64 { return b.requests.Load() }
 
 func (b *Broker) serve(ctx context.Context, w http.ResponseWriter, req *request) {
 	key := req.cacheKey()
-	bind := b.binding(req)
-	ks, c, err := b.state(key, req)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", err.Error(), time.Minute)
-		return
-	}
-	c.requests.Add(1)
+	bind := b.bindKeys.bind(req)
 	now := b.tokens.Now()
-	if rj := b.negativeFor(key.ID, bind, now); rj != nil {
-		b.reject(w, c, rj, now)
+	b.mu.Lock()
+	ks, _ := b.mem.keys.Get(key.ID)
+	rj := b.negativeLocked(key.ID, bind, now)
+	b.mu.Unlock()
+	if rj != nil {
+		b.reject(w, req.up, clientOf(ks), rj)
 		return
 	}
+	if ks == nil {
+		// Nothing is known of this key, so nothing is remembered until the
+		// IdP accepts the secret. A token bound to this secret, here or in
+		// the fleet's tier, is such proof: another replica's mint.
+		tok, ok := b.tokens.Lookup(ctx, key)
+		if !ok || !b.bindKeys.matches(tok.Binding, req, bind) {
+			b.forward(ctx, w, req, key, bind)
+			return
+		}
+		ks = b.adopt(key, req, bind)
+	}
+	c := ks.client
+	c.requests.Add(1)
 
 	if tok, ok := b.tokens.Peek(key); ok {
-		if !same(tok.Binding, bind) {
-			b.forward(ctx, w, req, key, bind, c, ks)
+		if !b.bindKeys.matches(tok.Binding, req, bind) {
+			b.forward(ctx, w, req, key, bind)
 			return
 		}
 		// Get rather than serving tok: it counts the hit and refreshes ahead.
-		if tok, err := b.tokens.Get(ctx, key, b.source(req, bind, ks)); err == nil && same(tok.Binding, bind) {
+		if tok, err := b.tokens.Get(ctx, key, b.source(req, key.ID, bind, ks)); err == nil && b.bindKeys.matches(tok.Binding, req, bind) {
 			b.served(w, c, tok, req, "cached")
 			return
 		}
@@ -364,13 +254,13 @@ func (b *Broker) serve(ctx context.Context, w http.ResponseWriter, req *request)
 		// Only a secret the IdP has accepted for this key shares the cache's
 		// mint: an unproven one goes to the IdP alone, so a wrong secret can
 		// neither fail nor delay the mint of the right one.
-		b.forward(ctx, w, req, key, bind, c, ks)
+		b.forward(ctx, w, req, key, bind)
 		return
 	}
 	before := c.mints.Load()
-	tok, err := b.tokens.Get(ctx, key, b.source(req, bind, ks))
+	tok, err := b.tokens.Get(ctx, key, b.source(req, key.ID, bind, ks))
 	switch {
-	case err == nil && same(tok.Binding, bind):
+	case err == nil && b.bindKeys.matches(tok.Binding, req, bind):
 		result := "cached"
 		if c.mints.Load() != before {
 			result = "minted"
@@ -378,41 +268,52 @@ func (b *Broker) serve(ctx context.Context, w http.ResponseWriter, req *request)
 		b.served(w, c, tok, req, result)
 	case err == nil:
 		// A concurrent request with another secret led the mint.
-		b.forward(ctx, w, req, key, bind, c, ks)
+		b.forward(ctx, w, req, key, bind)
 	default:
 		b.failed(ctx, w, req, key, bind, c, ks, err)
 	}
 }
 
-// failed answers a request whose cache.Get returned err.
+func clientOf(ks *keyState) *client {
+	if ks == nil {
+		return nil
+	}
+	return ks.client
+}
+
+// failed answers a request whose token request returned err. c is nil for a
+// client the IdP never accepted; ks is nil when the answer must not depend on
+// the key's state (a forward's own failure).
 func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request, key cache.Key, bind string, c *client, ks *keyState, err error) {
 	now := b.tokens.Now()
 	var lim *LimitError
 	var ex *budget.ExceededError
 	switch {
 	case errors.As(err, &lim):
-		c.limited.Add(1)
+		c.limited.Add(1) // only a known client has a limit
 		b.results.WithLabelValues(req.up.Name, "limited").Inc()
 		writeError(w, http.StatusTooManyRequests, "temporarily_unavailable", "mint limit reached for this client", lim.RetryAfter)
 		return
 	case errors.As(err, &ex):
-		c.limited.Add(1)
+		c.limited.Add(1) // only a known client has a budget
 		b.results.WithLabelValues(req.up.Name, "limited").Inc()
 		writeError(w, http.StatusTooManyRequests, "temporarily_unavailable", "mint budget used up for this client", ex.RetryAt.Sub(now))
 		return
 	}
-	b.mu.Lock()
-	failed, rj := ks.failed, ks.reject
-	b.mu.Unlock()
-	if failed != "" && !same(failed, bind) {
-		// Someone else's secret failed (or put the key in back-off): this
-		// request's own secret deserves its own answer from the IdP.
-		b.forward(ctx, w, req, key, bind, c, ks)
-		return
-	}
-	if rj != nil {
-		b.reject(w, c, rj, now)
-		return
+	if ks != nil {
+		b.mu.Lock()
+		failed, rj := ks.failed, ks.reject
+		b.mu.Unlock()
+		if failed != "" && !same(failed, bind) {
+			// Someone else's secret failed (or put the key in back-off): this
+			// request's own secret deserves its own answer from the IdP.
+			b.forward(ctx, w, req, key, bind)
+			return
+		}
+		if rj != nil {
+			b.reject(w, req.up, c, rj)
+			return
+		}
 	}
 	var ue *cache.UnavailableError
 	retry := time.Duration(0)
@@ -420,38 +321,49 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 		retry = ue.RetryAt.Sub(now)
 	}
 	b.results.WithLabelValues(req.up.Name, "rejected").Inc()
-	b.log.Warn("broker: no token", zap.String("upstream", req.up.Name), zap.String("client_id", req.clientID), zap.Error(err))
+	b.health.failing(req.up.Name, err, now)
 	writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the identity provider did not issue a token", retry)
 }
 
-func (b *Broker) reject(w http.ResponseWriter, c *client, rj *rejection, now time.Time) {
-	c.rejected.Add(1)
-	b.results.WithLabelValues(c.up.Name, "rejected").Inc()
-	retry := rj.retryAfter
-	writeError(w, rj.status, rj.code, rj.desc, retry)
+func (b *Broker) reject(w http.ResponseWriter, up *upstream, c *client, rj *rejection) {
+	if c != nil {
+		c.rejected.Add(1)
+	}
+	b.results.WithLabelValues(up.Name, "rejected").Inc()
+	writeError(w, rj.status, rj.code, rj.desc, rj.retryAfter)
 }
 
 // forward asks the IdP directly, outside the cache, with this request's
 // secret. Identical concurrent forwards share one IdP request. A token
-// obtained this way is returned but not cached.
-func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *request, key cache.Key, bind string, c *client, ks *keyState) {
-	src := b.source(req, bind, ks)
+// obtained this way is returned, and cached when the key has none.
+func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *request, key cache.Key, bind string) {
 	ch := b.direct.DoChan(key.ID+"/"+bind, func() (any, error) {
-		// A flight for this secret may have just finished and cached its token.
-		if tok, ok := b.tokens.Peek(key); ok && same(tok.Binding, bind) {
+		fctx := context.WithoutCancel(ctx) // shared by every caller in the flight
+		// A flight for this secret may have just finished and cached its
+		// token, or another replica may have.
+		if tok, ok := b.tokens.Lookup(fctx, key); ok && b.bindKeys.matches(tok.Binding, req, bind) {
+			b.adopt(key, req, bind)
 			return tok, nil
 		}
-		// Check the limits but charge only a token actually issued: a
-		// stranger's wrong secrets must not use up the client's mints.
-		if err := b.check(c); err != nil {
-			return nil, err
+		// Check the limits of a client already known, but charge only a
+		// token actually issued: a stranger's wrong secrets must not use up
+		// the client's mints.
+		b.mu.Lock()
+		c, _ := b.mem.clients.Get(clientKey(req))
+		ks, _ := b.mem.keys.Peek(key.ID)
+		b.mu.Unlock()
+		if c != nil {
+			if err := b.check(c); err != nil {
+				return nil, err
+			}
 		}
-		fctx := context.WithoutCancel(ctx) // shared by every caller in the flight
-		tok, err := src.Token(fctx)
+		tok, latency, err := b.mint(fctx, req, bind, key.ID, ks)
 		if err != nil {
 			return nil, err
 		}
-		b.charge(c)
+		ks = b.adopt(key, req, "")
+		b.accepted(ks, latency)
+		b.charge(ks.client)
 		if _, ok := b.tokens.Peek(key); !ok {
 			// Nothing cached: this token is what the next requests get.
 			ks.seeds.Add(1)
@@ -471,18 +383,55 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 	case <-ctx.Done():
 		return
 	}
+	b.mu.Lock()
+	c, _ := b.mem.clients.Peek(clientKey(req)) // nil for a client never accepted
+	b.mu.Unlock()
 	if res.Err != nil {
 		var idp *credential.IdPError
 		if errors.As(res.Err, &idp) && !idp.Temporary() {
-			b.reject(w, c, rejectionFrom(idp, b.cfg.NegativeTTL.D(), b.tokens.Now()), b.tokens.Now())
+			b.reject(w, req.up, c, rejectionFrom(idp, b.cfg.NegativeTTL.D(), b.tokens.Now()))
 			return
 		}
-		b.failed(ctx, w, req, key, bind, c, &keyState{client: c}, res.Err)
+		// Our own refusal answers this request; the key's back-off state
+		// (someone else's) must not send it round again.
+		b.failed(ctx, w, req, key, bind, c, nil, res.Err)
 		return
 	}
 	tok := res.Val.(credential.Token)
+	if c == nil {
+		c = b.adopt(key, req, "").client // evicted meanwhile: the IdP did accept
+	}
 	c.forwarded.Add(1)
 	b.served(w, c, tok, req, "forwarded")
+}
+
+// adopt remembers key and its client once the IdP has accepted a secret
+// for it; good is the binding to remember as proven ("" to set it later).
+func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ks, ok := b.mem.keys.Get(key.ID); ok {
+		if good != "" {
+			ks.good = good
+		}
+		return ks
+	}
+	cid := clientKey(req)
+	c, ok := b.mem.clients.Get(cid)
+	if !ok {
+		c = newClient(req.clientID, req.up, b.tokens.Now())
+		b.mem.clients.Add(cid, c)
+		if b.meter != nil {
+			b.meter.Set(c.meterName(), budget.Policy{
+				Limit: req.up.Budget.Mints, Window: req.up.Budget.Per.D(), Enforce: req.up.Budget.Enforce,
+				CostPerMint: req.up.CostPerMint, Label: NamePrefix + req.up.Name,
+			})
+		}
+	}
+	ks := &keyState{client: c, good: good}
+	b.mem.keys.Add(key.ID, ks)
+	c.keys = append(c.keys, key)
+	return ks
 }
 
 // seedSource hands the cache a token minted outside it.
@@ -515,64 +464,24 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// state finds or creates the bookkeeping for key and its client.
-func (b *Broker) state(key cache.Key, req *request) (*keyState, *client, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if ks, ok := b.keys[key.ID]; ok {
-		return ks, ks.client, nil
-	}
-	if len(b.keys) >= maxKeys {
-		return nil, nil, errors.New("too many distinct token requests")
-	}
-	cid := req.up.Name + "\x00" + req.clientID
-	c, ok := b.clients[cid]
-	if !ok {
-		if len(b.clients) >= maxClients {
-			return nil, nil, errors.New("too many clients")
-		}
-		c = newClient(req.clientID, req.up, b.tokens.Now())
-		b.clients[cid] = c
-		if b.meter != nil {
-			b.meter.Set(c.meterName(), budget.Policy{
-				Limit: req.up.Budget.Mints, Window: req.up.Budget.Per.D(), Enforce: req.up.Budget.Enforce,
-				CostPerMint: req.up.CostPerMint, Label: NamePrefix + req.up.Name,
-			})
-		}
-	}
-	ks := &keyState{key: key.ID, client: c, params: req.params.Encode()}
-	b.keys[key.ID] = ks
-	c.keys = append(c.keys, key)
-	return ks, c, nil
-}
-
-func (b *Broker) negativeFor(keyID, bind string, now time.Time) *rejection {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	rj, ok := b.negative[keyID+"/"+bind]
+// negativeLocked returns the remembered refusal of this key and secret; b.mu is held.
+func (b *Broker) negativeLocked(keyID, bind string, now time.Time) *rejection {
+	nk := negativeKey(keyID, bind)
+	rj, ok := b.mem.negative.Get(nk)
 	if !ok {
 		return nil
 	}
 	if !now.Before(rj.until) {
-		delete(b.negative, keyID+"/"+bind)
+		b.mem.negative.Remove(nk)
 		return nil
 	}
 	return rj
 }
 
 // rememberLocked negative-caches rj for this key and secret; b.mu is held.
-func (b *Broker) rememberLocked(keyID, bind string, rj *rejection, now time.Time) {
-	if len(b.negative) >= maxNegative {
-		for k, v := range b.negative {
-			if !now.Before(v.until) {
-				delete(b.negative, k)
-			}
-		}
-		if len(b.negative) >= maxNegative {
-			return
-		}
-	}
-	b.negative[keyID+"/"+bind] = rj
+// The table is an LRU: a flood of refusals pushes out older ones.
+func (b *Broker) rememberLocked(keyID, bind string, rj *rejection) {
+	b.mem.negative.Add(negativeKey(keyID, bind), rj)
 }
 
 func writeError(w http.ResponseWriter, status int, code, desc string, retry time.Duration) {
@@ -593,16 +502,4 @@ func writeJSON(w http.ResponseWriter, status int, v any, retry time.Duration) {
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func printable(s string) string {
-	if len(s) > 40 {
-		s = s[:40]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return '?'
-		}
-		return r
-	}, s)
 }

@@ -32,7 +32,7 @@ type env struct {
 }
 
 // setup starts devidp and a broker in front of it, both on loopback.
-func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string) *env {
+func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string, with ...func(*Options)) *env {
 	t.Helper()
 	idp := devidp.New(devidp.Options{Clients: clients})
 	e := &env{idp: idp}
@@ -58,10 +58,14 @@ func setup(t testing.TB, up config.BrokerUpstream, clients map[string]string) *e
 		t.Fatal(err)
 	}
 	t.Cleanup(tokens.Close)
-	b, err = New(Options{
+	opts := Options{
 		Config: config.Broker{Path: "/oauth/token", NegativeTTL: config.Duration(5 * time.Second), Upstreams: []config.BrokerUpstream{up}},
 		Tokens: tokens, Meter: budget.NewMeter(nil, nil, nil, nil),
-	})
+	}
+	for _, f := range with {
+		f(&opts)
+	}
+	b, err = New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,34 +435,5 @@ func TestWrongSecretsDoNotSpendTheClientsMints(t *testing.T) {
 	}
 	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
 		t.Errorf("cached token: %d", a.status)
-	}
-}
-
-func TestBindingKey(t *testing.T) {
-	tokens, err := cache.New(cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tokens.Close()
-	mk := func(key string) *Broker {
-		b, err := New(Options{Tokens: tokens, HMACKey: []byte(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	req := &request{clientID: "c", secret: "s"}
-	a, b, other := mk("shared-key-0123456789"), mk("shared-key-0123456789"), mk("another-key-0123456789")
-	if a.binding(req) != b.binding(req) {
-		t.Error("instances with the same binding key disagree")
-	}
-	if a.binding(req) == other.binding(req) {
-		t.Error("different keys give the same binding")
-	}
-	if a.binding(req) == a.binding(&request{clientID: "c", secret: "t"}) {
-		t.Error("different secrets give the same binding")
-	}
-	if len(a.binding(req)) != 64 {
-		t.Error("binding is not a hex HMAC")
 	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -87,19 +88,30 @@ type ClientState struct {
 	Keys               []cache.Key
 }
 
-// Clients returns every client seen, sorted by upstream then client id.
+// Clients returns the clients holding a valid token, most recently used
+// first, at most maxStatusClients of them, sorted by upstream then client id.
+// Clients the IdP never accepted are not known, so never listed.
 func (b *Broker) Clients() []ClientState {
 	b.mu.Lock()
-	out := make([]ClientState, 0, len(b.clients))
-	for _, c := range b.clients {
+	all := b.mem.clients.Values() // oldest first
+	b.mu.Unlock()
+	out := make([]ClientState, 0, min(len(all), maxStatusClients))
+	for i := len(all) - 1; i >= 0 && len(out) < maxStatusClients; i-- {
+		c := all[i]
+		b.mu.Lock()
+		keys := append([]cache.Key(nil), c.keys...)
+		lastMint, lastLatency := c.lastMint, c.lastLatency
+		b.mu.Unlock()
+		if !slices.ContainsFunc(keys, func(k cache.Key) bool { _, ok := b.tokens.Peek(k); return ok }) {
+			continue
+		}
 		out = append(out, ClientState{
 			ClientID: c.id, Upstream: c.up.Name, MeterName: c.meterName(), CostPerMint: c.up.CostPerMint,
 			Requests: c.requests.Load(), Cached: c.cached.Load(), Mints: c.mints.Load(), Forwarded: c.forwarded.Load(),
 			Rejected: c.rejected.Load(), Limited: c.limited.Load(),
-			LastMint: c.lastMint, LastLatency: c.lastLatency, Keys: append([]cache.Key(nil), c.keys...),
+			LastMint: lastMint, LastLatency: lastLatency, Keys: keys,
 		})
 	}
-	b.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Upstream != out[j].Upstream {
 			return out[i].Upstream < out[j].Upstream

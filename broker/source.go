@@ -9,21 +9,33 @@ import (
 	"github.com/tokenbroker/tokenbroker/credential"
 )
 
-// mintSource asks the upstream for a token with one request's credentials,
-// the way the client sent them, and records the outcome for the key.
+// mintSource is the cache's source for a key whose secret the IdP has
+// accepted: it asks with the credentials of the request at hand.
 type mintSource struct {
-	b    *Broker
-	req  *request
-	bind string
-	ks   *keyState
+	b     *Broker
+	req   *request
+	keyID string
+	bind  string
+	ks    *keyState
 }
 
-func (b *Broker) source(req *request, bind string, ks *keyState) credential.Source {
-	return &mintSource{b: b, req: req, bind: bind, ks: ks}
+func (b *Broker) source(req *request, keyID, bind string, ks *keyState) credential.Source {
+	return &mintSource{b: b, req: req, keyID: keyID, bind: bind, ks: ks}
 }
 
 func (s *mintSource) Token(ctx context.Context) (credential.Token, error) {
-	req, up := s.req, s.req.up
+	tok, latency, err := s.b.mint(ctx, s.req, s.bind, s.keyID, s.ks)
+	if err == nil {
+		s.b.accepted(s.ks, latency)
+	}
+	return tok, err
+}
+
+// mint asks the upstream for a token with one request's credentials, the
+// way the client sent them. A refusal is remembered for this key and secret
+// (and in ks, when the key is known); the token comes back bound to bind.
+func (b *Broker) mint(ctx context.Context, req *request, bind, keyID string, ks *keyState) (credential.Token, time.Duration, error) {
+	up := req.up
 	params := make(map[string]string, len(req.params))
 	for k := range req.params {
 		params[k] = req.params.Get(k)
@@ -38,44 +50,67 @@ func (s *mintSource) Token(ctx context.Context) (credential.Token, error) {
 		Params: params, Timeout: up.Timeout, DefaultLifetime: up.DefaultLifetime,
 	}, nil)
 	if err != nil {
-		return credential.Token{}, err
+		return credential.Token{}, 0, err
 	}
-	cc.Now = s.b.tokens.Now
+	cc.Now = b.tokens.Now
 	start := time.Now()
 	tok, err := cc.Token(ctx)
 	latency := time.Since(start)
-	now := s.b.tokens.Now()
-	c := s.ks.client
+	now := b.tokens.Now()
 
-	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
 	var idp *credential.IdPError
 	switch {
 	case err == nil:
-		tok.Binding = s.bind
-		s.ks.failed, s.ks.reject = "", nil
-		c.mints.Add(1)
-		c.lastMint, c.lastLatency = now, latency
-		return tok, nil
+		b.health.answered(up.Name, now)
+		tok.Binding = bind
+		return tok, latency, nil
 	case errors.As(err, &idp) && !idp.Temporary():
+		b.health.answered(up.Name, now)
 		// The IdP refused this secret (or these parameters): answer the same
 		// to the same request for a short while rather than asking again.
-		rj := rejectionFrom(idp, s.b.cfg.NegativeTTL.D(), now)
-		s.ks.failed, s.ks.reject = s.bind, rj
-		s.b.rememberLocked(s.ks.key, s.bind, rj, now)
+		rj := rejectionFrom(idp, b.cfg.NegativeTTL.D(), now)
+		b.mu.Lock()
+		if ks != nil {
+			ks.failed, ks.reject = bind, rj
+		}
+		b.rememberLocked(keyID, bind, rj)
+		b.mu.Unlock()
 	default:
 		// The IdP is unwell, not this secret: nobody forwards around it.
-		s.ks.failed, s.ks.reject = "", nil
+		if ks != nil {
+			b.mu.Lock()
+			ks.failed, ks.reject = "", nil
+			b.mu.Unlock()
+		}
 	}
-	return credential.Token{}, err
+	return credential.Token{}, latency, err
 }
 
-// rejectionFrom keeps an IdP's refusal: its status and RFC 6749 §5.2 error.
+// accepted records a token the IdP issued for ks's key.
+func (b *Broker) accepted(ks *keyState, latency time.Duration) {
+	now := b.tokens.Now()
+	c := ks.client
+	c.mints.Add(1)
+	b.mu.Lock()
+	ks.failed, ks.reject = "", nil
+	c.lastMint, c.lastLatency = now, latency
+	b.mu.Unlock()
+}
+
+// rejectionFrom keeps an IdP's refusal: its status and RFC 6749 §5.2 error,
+// cut to maxRejectionText.
 func rejectionFrom(idp *credential.IdPError, ttl time.Duration, now time.Time) *rejection {
-	rj := &rejection{status: idp.Status, code: idp.Code, desc: idp.Description,
+	rj := &rejection{status: idp.Status, code: clip(idp.Code), desc: clip(idp.Description),
 		retryAfter: idp.RetryAfter, until: now.Add(ttl)}
 	if rj.code == "" {
 		rj.code = "invalid_request"
 	}
 	return rj
+}
+
+func clip(s string) string {
+	if len(s) > maxRejectionText {
+		return s[:maxRejectionText]
+	}
+	return s
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"sort"
 	"time"
 
@@ -86,4 +87,19 @@ func (c counter) value() uint64 {
 		return 0
 	}
 	return uint64(m.Counter.GetValue())
+}
+
+// Lookup returns key's token if one may be handed out now: this process's,
+// or else the fleet's from the shared tier. It never mints, never takes the
+// fleet lock and keeps nothing: a caller that has not proven it may use the
+// token (the broker, before checking a secret's binding) costs no state.
+func (t *Tokens) Lookup(ctx context.Context, key Key) (credential.Token, bool) {
+	if tok, ok := t.Peek(key); ok || t.opts.L2 == nil {
+		return tok, ok
+	}
+	tok, ok, err := t.opts.L2.Load(ctx, key)
+	if err != nil || !ok || !t.opts.Now().Before(tok.Expiry.Add(-t.opts.ExpiryMargin)) {
+		return credential.Token{}, false
+	}
+	return tok, true
 }

@@ -18,8 +18,9 @@ type Broker struct {
 	NegativeTTL Duration         `yaml:"negative_ttl"`
 	Upstreams   []BrokerUpstream `yaml:"upstreams"`
 	// BindingKeyFile holds the key of the HMAC that ties a cached token to
-	// the secret that minted it. Instances sharing a cache tier (Redis) need
-	// the same key; absent, each process picks a random one.
+	// the secret that minted it. Absent, the key is derived from
+	// cache.redis's encryption keys (so a fleet shares it), or random per
+	// process without Redis.
 	BindingKeyFile string `yaml:"binding_key_file"`
 	// BindingKey is read from BindingKeyFile by the loader.
 	BindingKey Secret `yaml:"-"`

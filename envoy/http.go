@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/internal/httpserver"
 )
 
 // Forward-auth headers, in the spelling each proxy sends them.
@@ -191,18 +192,14 @@ func isCTL(c rune) bool { return c < ' ' || c == 0x7f }
 
 // NewForwardAuthServer returns an http.Server for h that speaks HTTP/1.1 and
 // cleartext HTTP/2 (an Envoy http_service cluster may use either), with
-// bounded header reads.
+// header, read, write and idle timeouts and a header size limit.
 func NewForwardAuthServer(h http.Handler) *http.Server {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler:           h,
-		Protocols:         p,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	srv := httpserver.New(h, httpserver.Limits{})
+	srv.Protocols = p
+	return srv
 }
 
 // ForwardAuth is the HTTP forward-auth server: any method, any path. It asks
@@ -228,6 +225,15 @@ func NewForwardAuth(cur *Current, envoyPrefix string, log *zap.Logger) *ForwardA
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store") // the answer may carry a token
+	if r.ContentLength != 0 && r.ProtoMajor == 1 {
+		// The decision never needs a body. To keep the connection, net/http
+		// reads (discards) a declared body before writing the answer and
+		// again after it, so a body that never comes would hold the answer,
+		// then the connection, until the read timeout. Close after the
+		// answer, and make any read of this connection fail from now on.
+		h.Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 	req, err := RequestFromHTTP(r, f.envoyPrefix)
 	if err != nil {
 		f.log.Debug("malformed forward-auth request", zap.Error(err))

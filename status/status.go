@@ -105,9 +105,7 @@ func (p *Page) Sample() {
 		}
 	}
 	if b := p.broker.Load(); b != nil {
-		for _, c := range b.Clients() {
-			checks += c.Requests
-		}
+		checks += b.Requests() // Clients lists only some clients
 	}
 	cur := Sample{At: p.tokens.Now(), Mints: p.mints.Load(), Checks: checks}
 	p.mu.Lock()

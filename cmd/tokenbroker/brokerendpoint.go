@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,8 +21,9 @@ import (
 // broker section builds a new broker.Broker that the next request gets;
 // requests in flight finish on theirs. The cached tokens stay in the token
 // cache, keyed by upstream, token URL, client and parameters, and are bound
-// to their secret with the same key as before (broker.binding_key_file, or
-// one random key per process), so every key the new section still produces
+// to their secret with the same key as before (broker.binding_key_file,
+// keys derived from cache.redis's encryption keys, or one random key per
+// process), so every key the new section still produces
 // is served from cache. Tokens of upstreams that are gone are dropped.
 // Per-client limit buckets and the broker's request counters start afresh.
 type brokerEndpoint struct {
@@ -30,9 +33,10 @@ type brokerEndpoint struct {
 	budgets    *budgets
 	processKey []byte
 
-	cur atomic.Pointer[brokerInForce] // nil: the broker is off
-	on  bool                          // in force; apply and commit run under the reload lock
-	cfg config.Broker
+	cur   atomic.Pointer[brokerInForce] // nil: the broker is off
+	on    bool                          // in force; apply and commit run under the reload lock
+	cfg   config.Broker
+	fleet [][]byte // the encryption keys the bindings in force derive from
 }
 
 // brokerInForce is one broker section, built.
@@ -64,14 +68,15 @@ func (e *brokerEndpoint) start(cfg *config.Config) error { return now(e.apply(cf
 
 func (e *brokerEndpoint) apply(cfg *config.Config) (change, error) {
 	on := cfg.Listen.Broker != ""
-	if on == e.on && (!on || sameBroker(cfg.Broker, e.cfg)) {
+	fleet := fleetKeys(cfg)
+	if on == e.on && (!on || sameBroker(cfg.Broker, e.cfg) && slices.EqualFunc(fleet, e.fleet, bytes.Equal)) {
 		return change{}, nil
 	}
 	var next *brokerInForce
 	if on {
 		metrics := &laterRegistry{}
 		b, err := broker.New(broker.Options{Config: cfg.Broker, Tokens: e.tokens.Tokens, Meter: e.budgets.meter,
-			Logger: e.log, Registerer: metrics, HMACKey: e.bindingKey(cfg)})
+			Logger: e.log, Registerer: metrics, HMACKey: e.bindingKey(cfg), FleetKeys: fleet})
 		if err != nil {
 			return change{}, fmt.Errorf("broker: %w", err)
 		}
@@ -91,7 +96,7 @@ func (e *brokerEndpoint) apply(cfg *config.Config) (change, error) {
 			if err := metrics.swapInto(e.reg, oldMetrics); err != nil {
 				e.log.Error("broker metrics not registered", zap.Error(err))
 			}
-			e.on, e.cfg = on, cfg.Broker
+			e.on, e.cfg, e.fleet = on, cfg.Broker, fleet
 		},
 		retire: func() { e.forgetUpstreamsGone(cfg) },
 	}, nil
@@ -99,12 +104,26 @@ func (e *brokerEndpoint) apply(cfg *config.Config) (change, error) {
 
 func (e *brokerEndpoint) stop(context.Context) {}
 
-// bindingKey keys the HMAC that binds a cached token to its secret.
+// bindingKey keys the HMAC that binds a cached token to its secret:
+// broker.binding_key_file; nil with cache.redis, so the broker derives the
+// keys from the fleet's encryption keys and replicas share bindings; else
+// one random key per process, kept across reloads.
 func (e *brokerEndpoint) bindingKey(cfg *config.Config) []byte {
 	if k := cfg.Broker.BindingKey.Reveal(); k != "" {
 		return []byte(k)
 	}
+	if fleetKeys(cfg) != nil {
+		return nil
+	}
 	return e.processKey
+}
+
+// fleetKeys are cache.redis's encryption keys, nil without cache.redis.
+func fleetKeys(cfg *config.Config) [][]byte {
+	if cfg.Cache.Redis == nil {
+		return nil
+	}
+	return cfg.Cache.Redis.EncryptionKeys
 }
 
 // forgetUpstreamsGone drops the cached tokens of upstreams cfg no longer has

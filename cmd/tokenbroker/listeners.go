@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"net/http"
 	"sync/atomic"
-	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -12,8 +11,10 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/tokenbroker/tokenbroker/admin"
+	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/envoy"
+	"github.com/tokenbroker/tokenbroker/internal/httpserver"
 )
 
 // The four listeners. Each is a listener (listener.go: a new address is
@@ -118,12 +119,14 @@ func newBrokerListener(endpoint http.Handler, log *zap.Logger) *brokerListener {
 			if err != nil {
 				return nil, err
 			}
-			return httpServer{Server: newBrokerServer(endpoint), tls: t, name: "broker", log: log}, nil
+			return httpServer{Server: newBrokerServer(endpoint, cfg.Broker), tls: t, name: "broker", log: log}, nil
 		}}}
 }
 
-func newBrokerServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
+// newBrokerServer bounds the broker listener; its write timeout covers the
+// longest upstream's mint (with one retry) of the section it is built with.
+func newBrokerServer(h http.Handler, cfg config.Broker) *http.Server {
+	return httpserver.New(h, httpserver.Limits{Write: broker.WriteTimeout(cfg)})
 }
 
 // adminListener is listen.admin with admin.*: /healthz, /readyz, /metrics,
@@ -162,9 +165,7 @@ func newAdminListener(h *admin.Server, a *assembly, log *zap.Logger) *adminListe
 	return l
 }
 
-func newAdminServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-}
+func newAdminServer(h http.Handler) *http.Server { return httpserver.New(h, httpserver.Limits{}) }
 
 func (l *adminListener) start(cfg *config.Config) error { return now(l.apply(cfg)) }
 
