@@ -39,6 +39,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 const (
@@ -73,7 +74,7 @@ type Broker struct {
 	hmacKey []byte
 	ups     []*upstream
 	direct  singleflight.Group // forwards outside the cache, per key and secret
-	results *prometheus.CounterVec
+	results *credlabel.CounterVec
 
 	mu       sync.Mutex           // guards clients, keys and negative
 	clients  map[string]*client   // by upstream name + "\x00" + client id
@@ -121,7 +122,7 @@ func New(opts Options) (*Broker, error) {
 	b := &Broker{
 		cfg: opts.Config, tokens: opts.Tokens, meter: opts.Meter, log: opts.Logger, hmacKey: key,
 		clients: make(map[string]*client), keys: make(map[string]*keyState), negative: make(map[string]*rejection),
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+		results: credlabel.NewCounterVec(credlabel.For(opts.Registerer), prometheus.CounterOpts{
 			Name: "tokenbroker_broker_requests_total",
 			Help: "Token endpoint broker requests by upstream and result (cached, minted, forwarded, rejected, limited, invalid).",
 		}, []string{"upstream", "result"}),
