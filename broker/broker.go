@@ -31,6 +31,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 // NamePrefix starts the cache.Key.Name of every broker key. The rest is
@@ -61,7 +62,7 @@ type Broker struct {
 	bindKeys bindingKeys
 	ups      []*upstream
 	direct   singleflight.Group // forwards outside the cache, per key and secret
-	results  *prometheus.CounterVec
+	results  *credlabel.CounterVec
 	health   *upstreamHealth
 	requests atomic.Int64 // token requests that parsed, for the status chart
 
@@ -113,7 +114,7 @@ func New(opts Options) (*Broker, error) {
 	b := &Broker{
 		cfg: opts.Config, tokens: opts.Tokens, meter: opts.Meter, log: opts.Logger, bindKeys: keys,
 		health: newUpstreamHealth(opts.Logger),
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+		results: credlabel.NewCounterVec(credlabel.For(opts.Registerer), prometheus.CounterOpts{
 			Name: "tokenbroker_broker_requests_total",
 			Help: "Token endpoint broker requests by upstream and result (cached, minted, forwarded, rejected, limited, invalid).",
 		}, []string{"upstream", "result"}),

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 // Counter records mints per name and counts them over a time range.
@@ -101,8 +103,8 @@ type Meter struct {
 	now     func() time.Time
 	log     *zap.Logger
 
-	warnings *prometheus.CounterVec
-	spent    *prometheus.CounterVec
+	warnings *credlabel.CounterVec
+	spent    *credlabel.CounterVec
 
 	mu       sync.Mutex // guards policies and level
 	policies map[string]Policy
@@ -121,14 +123,15 @@ func NewMeter(c Counter, now func() time.Time, log *zap.Logger, reg prometheus.R
 	if log == nil {
 		log = zap.NewNop()
 	}
+	lim := credlabel.For(reg) // the label bound shared with the cache's families
 	m := &Meter{
 		counter: c, now: now, log: log,
 		policies: make(map[string]Policy), level: make(map[string]int),
-		warnings: prometheus.NewCounterVec(prometheus.CounterOpts{
+		warnings: credlabel.NewCounterVec(lim, prometheus.CounterOpts{
 			Name: "tokenbroker_budget_warnings_total",
 			Help: "Mint budgets crossing 80% or 100% of their limit, by credential (or broker upstream) and level.",
 		}, []string{"credential", "level"}),
-		spent: prometheus.NewCounterVec(prometheus.CounterOpts{
+		spent: credlabel.NewCounterVec(lim, prometheus.CounterOpts{
 			Name: "tokenbroker_cost_spent_dollars_total",
 			Help: "Estimated dollars spent on token mints (cost_per_mint × mints), by credential or broker upstream.",
 		}, []string{"credential"}),

@@ -1,29 +1,34 @@
 package cache
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
+)
 
 // L2Metrics are the shared tier's Prometheus series. Labels carry credential
 // names and outcomes, never tokens, secrets, client ids or Redis keys.
 type L2Metrics struct {
-	lookups     *prometheus.CounterVec
-	writes      *prometheus.CounterVec
-	locks       *prometheus.CounterVec
+	lookups     *credlabel.CounterVec
+	writes      *credlabel.CounterVec
+	locks       *credlabel.CounterVec
 	state       prometheus.Gauge
 	transitions *prometheus.CounterVec
 }
 
 // NewL2Metrics creates the shared-tier metrics and registers them with reg (nil: not registered).
 func NewL2Metrics(reg prometheus.Registerer) *L2Metrics {
+	lim := credlabel.For(reg) // the label bound shared with the cache's families
 	m := &L2Metrics{
-		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+		lookups: credlabel.NewCounterVec(lim, prometheus.CounterOpts{
 			Name: "tokenbroker_l2_lookups_total",
 			Help: "Shared (Redis) cache lookups by credential and result: hit, miss, unreadable (no configured key decrypts it; a miss), error (Redis failed, timed out, or the breaker was open).",
 		}, []string{"credential", "result"}),
-		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		writes: credlabel.NewCounterVec(lim, prometheus.CounterOpts{
 			Name: "tokenbroker_l2_writes_total",
 			Help: "Tokens written to the shared (Redis) cache by credential and result (ok, error).",
 		}, []string{"credential", "result"}),
-		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
+		locks: credlabel.NewCounterVec(lim, prometheus.CounterOpts{
 			Name: "tokenbroker_l2_lock_total",
 			Help: "Fleet mint lock outcomes by credential: acquired (this replica mints), contended (another replica holds it), waited (got the other replica's token), timed_out (waited too long and minted itself), error.",
 		}, []string{"credential", "result"}),

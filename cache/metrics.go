@@ -5,17 +5,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 // CredentialSeriesLimit bounds how many credentials get metric series of
-// their own; credentials beyond it share the label credential="_other".
-// Each labelled credential costs a few KB of series (counters, a histogram),
-// so 100k credentials would otherwise spend hundreds of MB on metrics — and
-// overwhelm any Prometheus that scraped them.
-const CredentialSeriesLimit = 1000
+// their own, across every per-credential family of a registry; credentials
+// beyond it share the label credential="_other" (see internal/credlabel).
+const CredentialSeriesLimit = credlabel.Limit
 
 // OtherCredentials is the credential label shared past CredentialSeriesLimit.
-const OtherCredentials = "_other"
+const OtherCredentials = credlabel.Other
 
 // Metrics are the cache's Prometheus series. Labels carry credential names,
 // never tokens, secrets or client ids.
@@ -24,28 +24,15 @@ type Metrics struct {
 	mints    *prometheus.CounterVec
 	mintTime *prometheus.HistogramVec
 	expiry   *prometheus.Desc
-	mu       sync.Mutex
-	caches   []*Tokens
-	now      func() time.Time
+	labels   *credlabel.Limiter // shared with every per-credential family of the registry
 
-	labelMu  sync.Mutex      // guards labelled
-	labelled map[string]bool // credentials with series of their own
+	mu     sync.Mutex // guards caches and now
+	caches []*Tokens
+	now    func() time.Time
 }
 
-// label is the credential label for name: name itself for the first
-// CredentialSeriesLimit credentials seen, OtherCredentials after that.
-func (m *Metrics) label(name string) string {
-	m.labelMu.Lock()
-	defer m.labelMu.Unlock()
-	if m.labelled[name] {
-		return name
-	}
-	if len(m.labelled) < CredentialSeriesLimit {
-		m.labelled[name] = true
-		return name
-	}
-	return OtherCredentials
-}
+// label is the credential label for name (bounded, see CredentialSeriesLimit).
+func (m *Metrics) label(name string) string { return m.labels.Label(name) }
 
 // NewMetrics creates the cache metrics and registers them with reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -66,8 +53,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		expiry: prometheus.NewDesc("tokenbroker_token_expiry_seconds",
 			"Seconds until the cached token of each credential expires (negative once expired).",
 			[]string{"credential"}, nil),
-		now:      time.Now,
-		labelled: map[string]bool{},
+		now:    time.Now,
+		labels: credlabel.For(reg),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lookups, m.mints, m.mintTime, m)

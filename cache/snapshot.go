@@ -72,6 +72,12 @@ func (t *Tokens) Peek(key Key) (credential.Token, bool) {
 	return cur.tok, true
 }
 
+// CredentialLabel is the metric label value for a credential (or broker
+// key) name: the name itself, or OtherCredentials past
+// CredentialSeriesLimit. Collectors outside this package use it so that
+// every per-credential family shares one bound.
+func (t *Tokens) CredentialLabel(name string) string { return t.opts.Meter.label(name) }
+
 // Now is the cache's clock, so callers compute remaining lifetimes the same way.
 func (t *Tokens) Now() time.Time { return t.opts.Now() }
 

@@ -30,6 +30,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if r.Kind == "broker_client" {
 			label = "broker:" + r.Upstream
 		}
+		label = c.p.tokens.CredentialLabel(label) // the cache's label bound
 		hits[label] += float64(r.Hits)
 		saved[label] += r.DollarsSaved
 	}
