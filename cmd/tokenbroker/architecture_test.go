@@ -1,0 +1,71 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// layers is ARCHITECTURE.md's import order: a package may import only
+// packages of a lower layer. A new package gets its place here.
+var layers = map[string]int{
+	"config":             0,
+	"internal/testclock": 0,
+	"internal/testcerts": 0,
+	"internal/devidp":    0,
+	"internal/testpeer":  0,
+	"credential":         1,
+	"budget":             1,
+	"admin":              1,
+	"internal/tlsreload": 1,
+	"cache":              2,
+	"filter":             3,
+	"broker":             3,
+	"envoy":              4,
+	"status":             4,
+}
+
+// TestImportsRunOneWay: cmd → envoy → filter → cache → credential, config
+// where needed; nothing imports a package above (or beside) itself.
+func TestImportsRunOneWay(t *testing.T) {
+	const module = "github.com/tokenbroker/tokenbroker/"
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	layer := func(path string) (int, bool) {
+		rel := strings.TrimPrefix(path, module)
+		if strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "bench/") || strings.HasPrefix(rel, "examples") {
+			return 9, true
+		}
+		n, ok := layers[rel]
+		return n, ok
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		from, ok := layer(p.ImportPath)
+		if !ok {
+			t.Errorf("%s has no place in the import order (ARCHITECTURE.md, layers in this test)", p.ImportPath)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module) {
+				continue
+			}
+			if to, ok := layer(imp); ok && to >= from {
+				t.Errorf("%s imports %s: imports run one way (ARCHITECTURE.md)", p.ImportPath, imp)
+			}
+		}
+	}
+}
