@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 // brokerEndpoint is broker.*: the token endpoint's upstreams, limits,
@@ -76,7 +77,7 @@ func (e *brokerEndpoint) apply(cfg *config.Config) (change, error) {
 	if on {
 		metrics := &laterRegistry{}
 		b, err := broker.New(broker.Options{Config: cfg.Broker, Tokens: e.tokens.Tokens, Meter: e.budgets.meter,
-			Logger: e.log, Registerer: metrics, HMACKey: e.bindingKey(cfg), FleetKeys: fleet})
+			Logger: e.log, Registerer: metrics, Labels: credlabel.For(e.reg), HMACKey: e.bindingKey(cfg), FleetKeys: fleet})
 		if err != nil {
 			return change{}, fmt.Errorf("broker: %w", err)
 		}
