@@ -11,20 +11,24 @@ import (
 // layers is ARCHITECTURE.md's import order: a package may import only
 // packages of a lower layer. A new package gets its place here.
 var layers = map[string]int{
-	"config":             0,
-	"internal/testclock": 0,
-	"internal/testcerts": 0,
-	"internal/devidp":    0,
-	"internal/testpeer":  0,
-	"credential":         1,
-	"budget":             1,
-	"admin":              1,
-	"internal/tlsreload": 1,
-	"cache":              2,
-	"filter":             3,
-	"broker":             3,
-	"envoy":              4,
-	"status":             4,
+	// Leaf helpers that import nothing of tokenbroker; any layer may use them.
+	"internal/canonpath":  -1,
+	"internal/credlabel":  -1,
+	"internal/httpserver": -1,
+	"config":              0,
+	"internal/testclock":  0,
+	"internal/testcerts":  0,
+	"internal/devidp":     0,
+	"internal/testpeer":   0,
+	"credential":          1,
+	"budget":              1,
+	"admin":               1,
+	"internal/tlsreload":  1,
+	"cache":               2,
+	"filter":              3,
+	"broker":              3,
+	"envoy":               4,
+	"status":              4,
 }
 
 // TestImportsRunOneWay: cmd → envoy → filter → cache → credential, config
