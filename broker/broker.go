@@ -51,9 +51,6 @@ type Options struct {
 	FleetKeys [][]byte
 	// Registerer receives the broker's metrics (nil: not registered).
 	Registerer prometheus.Registerer
-	// Labels bounds the upstream label; nil: the limiter of Registerer.
-	// Pass the final registry's when Registerer only collects for later.
-	Labels *credlabel.Limiter
 }
 
 // Broker is the token endpoint as an http.Handler.
@@ -114,14 +111,10 @@ func New(opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	labels := opts.Labels
-	if labels == nil {
-		labels = credlabel.For(opts.Registerer)
-	}
 	b := &Broker{
 		cfg: opts.Config, tokens: opts.Tokens, meter: opts.Meter, log: opts.Logger, bindKeys: keys,
 		health: newUpstreamHealth(opts.Logger),
-		results: credlabel.NewCounterVec(labels, prometheus.CounterOpts{
+		results: credlabel.NewCounterVec(credlabel.For(opts.Registerer), prometheus.CounterOpts{
 			Name: "tokenbroker_broker_requests_total",
 			Help: "Token endpoint broker requests by upstream and result (cached, minted, forwarded, rejected, limited, invalid).",
 		}, []string{"upstream", "result"}),

@@ -14,7 +14,6 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 // brokerEndpoint is broker.*: the token endpoint's upstreams, limits,
@@ -75,9 +74,9 @@ func (e *brokerEndpoint) apply(cfg *config.Config) (change, error) {
 	}
 	var next *brokerInForce
 	if on {
-		metrics := &laterRegistry{}
+		metrics := newLaterRegistry(e.reg)
 		b, err := broker.New(broker.Options{Config: cfg.Broker, Tokens: e.tokens.Tokens, Meter: e.budgets.meter,
-			Logger: e.log, Registerer: metrics, Labels: credlabel.For(e.reg), HMACKey: e.bindingKey(cfg), FleetKeys: fleet})
+			Logger: e.log, Registerer: metrics, HMACKey: e.bindingKey(cfg), FleetKeys: fleet})
 		if err != nil {
 			return change{}, fmt.Errorf("broker: %w", err)
 		}

@@ -49,7 +49,7 @@ type fleetTier struct {
 var errNoFleet = errors.New("no shared cache configured")
 
 func newFleetTier(log *zap.Logger, reg prometheus.Registerer) *fleetTier {
-	later := &laterRegistry{}
+	later := newLaterRegistry(reg)
 	return &fleetTier{log: log, reg: reg, meter: cache.NewL2Metrics(later), metrics: later, local: budget.NewMemory()}
 }
 

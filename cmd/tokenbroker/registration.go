@@ -4,21 +4,39 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenbroker/tokenbroker/internal/credlabel"
 )
 
 // laterRegistry keeps the metrics a component builds while it prepares a
 // configuration, so they reach /metrics only once that configuration is in
 // force: a configuration that is refused registers nothing, and one that
-// replaces another swaps its metrics for the old ones.
-type laterRegistry struct{ collectors []prometheus.Collector }
+// replaces another swaps its metrics for the old ones. The credential label
+// limiter is the exception: families built here share final's limiter at
+// once, so the label bound holds across every family of the process.
+type laterRegistry struct {
+	final      prometheus.Registerer
+	collectors []prometheus.Collector
+}
+
+func newLaterRegistry(final prometheus.Registerer) *laterRegistry {
+	return &laterRegistry{final: final}
+}
 
 func (l *laterRegistry) Register(c prometheus.Collector) error {
+	if _, ok := c.(*credlabel.Limiter); ok && l.final != nil {
+		return prometheus.AlreadyRegisteredError{ExistingCollector: credlabel.For(l.final), NewCollector: c}
+	}
 	l.collectors = append(l.collectors, c)
 	return nil
 }
 
 func (l *laterRegistry) MustRegister(cs ...prometheus.Collector) {
-	l.collectors = append(l.collectors, cs...)
+	for _, c := range cs {
+		if err := l.Register(c); err != nil {
+			panic(err)
+		}
+	}
 }
 
 func (l *laterRegistry) Unregister(c prometheus.Collector) bool {
