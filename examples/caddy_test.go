@@ -65,6 +65,7 @@ func TestCaddyEndToEnd(t *testing.T) {
 	proxy := startCaddy(t, b.addr, upSrv.URL)
 	// Caddy hands tokenbroker's denial back to the client as it is.
 	forwardAuthScenario(t, b, up, proxy, http.StatusServiceUnavailable)
+	ambiguousPathScenario(t, up, proxy)
 }
 
 // TestCaddyPassThroughDropsClientToken: see TestNginxPassThroughDropsClientToken.

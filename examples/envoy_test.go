@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -20,9 +21,9 @@ import (
 	// Every extension the shipped Envoy configurations name, so that each
 	// typed_config's Any resolves.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
@@ -160,7 +161,51 @@ func TestEnvoyConfigsDecodeAndValidate(t *testing.T) {
 			if strings.Contains(text, `"failureModeAllow":true`) {
 				t.Error("failure_mode_allow must stay false")
 			}
+			checkPathsAndAuthz(t, bs)
 		})
+	}
+}
+
+// checkPathsAndAuthz: every HTTP connection manager normalises paths the way
+// tokenbroker decides on them (README "Path rules"), and every ext_authz
+// filter sends raw headers and answers 503 when tokenbroker cannot.
+func checkPathsAndAuthz(t *testing.T, bs *bootstrapv3.Bootstrap) {
+	t.Helper()
+	hcms, authzs := 0, 0
+	for _, l := range bs.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, nf := range fc.GetFilters() {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if nf.GetTypedConfig().UnmarshalTo(hcm) != nil {
+					continue
+				}
+				hcms++
+				if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+					t.Errorf("listener %s: normalize_path and merge_slashes must be true", l.GetName())
+				}
+				switch hcm.GetPathWithEscapedSlashesAction() {
+				case hcmv3.HttpConnectionManager_REJECT_REQUEST, hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+				default:
+					t.Errorf("listener %s: path_with_escaped_slashes_action %v", l.GetName(), hcm.GetPathWithEscapedSlashesAction())
+				}
+				for _, hf := range hcm.GetHttpFilters() {
+					ea := &extauthzv3.ExtAuthz{}
+					if hf.GetTypedConfig().UnmarshalTo(ea) != nil {
+						continue
+					}
+					authzs++
+					if !ea.GetEncodeRawHeaders() {
+						t.Errorf("listener %s: ext_authz needs encode_raw_headers: true", l.GetName())
+					}
+					if ea.GetStatusOnError().GetCode() != typev3.StatusCode_ServiceUnavailable {
+						t.Errorf("listener %s: ext_authz status_on_error %v, want 503", l.GetName(), ea.GetStatusOnError())
+					}
+				}
+			}
+		}
+	}
+	if hcms == 0 || authzs == 0 {
+		t.Errorf("found %d connection managers, %d ext_authz filters", hcms, authzs)
 	}
 }
 

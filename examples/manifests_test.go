@@ -357,12 +357,15 @@ func TestIstioManifests(t *testing.T) {
 		if name := svcPorts[e.get("port").(int)]; !strings.HasPrefix(name, want) {
 			t.Errorf("provider %v: port %v is %q on the Service, want a %s port", po.get("name"), e.get("port"), name, want)
 		}
-		if e.get("timeout") == nil || e.get("failOpen") != false {
-			t.Errorf("provider %v: needs an explicit timeout and failOpen: false", po.get("name"))
+		if e.get("timeout") == nil || e.get("failOpen") != false || e.get("statusOnError") != "503" {
+			t.Errorf("provider %v: needs an explicit timeout, failOpen: false and statusOnError: \"503\"", po.get("name"))
 		}
 		if kind == "envoyExtAuthzHttp" && (e.get("pathPrefix") != "/envoy" || !slices.Contains(e.list("headersToUpstreamOnAllow"), any("authorization"))) {
 			t.Errorf("HTTP provider must use pathPrefix /envoy and pass authorization upstream")
 		}
+	}
+	if n := values.get("meshConfig", "pathNormalization", "normalization"); n != "MERGE_SLASHES" {
+		t.Errorf("meshConfig.pathNormalization.normalization = %v, want MERGE_SLASHES (README \"Path rules\")", n)
 	}
 	if !providers["tokenbroker-grpc"] || !providers["tokenbroker-http"] {
 		t.Fatalf("providers %v", providers)

@@ -99,6 +99,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	proxy := startNginx(t, b.addr, upSrv.URL)
 	// nginx's auth_request turns any status but 2xx/401/403 into 500.
 	forwardAuthScenario(t, b, up, proxy, http.StatusInternalServerError)
+	ambiguousPathScenario(t, up, proxy)
 }
 
 // TestNginxPassThroughDropsClientToken: with default_action allow,
