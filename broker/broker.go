@@ -71,7 +71,25 @@ type Broker struct {
 
 type upstream struct {
 	config.BrokerUpstream
-	idx int
+	idx    int
+	cached atomic.Int64 // answers from cache, for totals that outlive evicted clients
+}
+
+// UpstreamTotal is one upstream's answers from cache since the start, over
+// every client, listed on the status page or not.
+type UpstreamTotal struct {
+	Upstream    string
+	Cached      int64
+	CostPerMint float64
+}
+
+// Totals returns each upstream's totals, in configuration order.
+func (b *Broker) Totals() []UpstreamTotal {
+	out := make([]UpstreamTotal, len(b.ups))
+	for i, u := range b.ups {
+		out[i] = UpstreamTotal{Upstream: u.Name, Cached: u.cached.Load(), CostPerMint: u.CostPerMint}
+	}
+	return out
 }
 
 // keyState is what the broker remembers about one cache key. It exists only
@@ -443,6 +461,7 @@ func (s seedSource) Token(context.Context) (credential.Token, error) { return cr
 func (b *Broker) served(w http.ResponseWriter, c *client, tok credential.Token, req *request, result string) {
 	if result == "cached" {
 		c.cached.Add(1)
+		req.up.cached.Add(1)
 	}
 	b.results.WithLabelValues(req.up.Name, result).Inc()
 	left := int64(math.Floor(tok.Expiry.Sub(b.tokens.Now()).Seconds()))

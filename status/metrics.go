@@ -26,12 +26,18 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.avoided; ch <
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	hits, saved := map[string]float64{}, map[string]float64{}
 	for _, r := range c.p.Data().Rows {
-		label := r.Name
 		if r.Kind == "broker_client" {
-			label = "broker:" + r.Upstream
+			continue // the page lists some clients; the broker's totals count all
 		}
-		hits[label] += float64(r.Hits)
-		saved[label] += r.DollarsSaved
+		hits[r.Name] += float64(r.Hits)
+		saved[r.Name] += r.DollarsSaved
+	}
+	if c.p.broker != nil {
+		for _, u := range c.p.broker.Totals() {
+			label := "broker:" + u.Upstream
+			hits[label] += float64(u.Cached)
+			saved[label] += float64(u.Cached) * u.CostPerMint
+		}
 	}
 	for l, v := range hits {
 		ch <- prometheus.MustNewConstMetric(c.avoided, prometheus.CounterValue, v, l)
