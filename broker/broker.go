@@ -439,7 +439,9 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	if !ok {
 		c = newClient(req.clientID, req.up, b.tokens.Now())
 		b.mem.clients.Add(cid, c)
-		if b.meter != nil {
+		if b.meter != nil && (req.up.Budget.Mints > 0 || req.up.CostPerMint > 0) {
+			// A name without a policy is counted with no limit and no price:
+			// the policy, one per client, is kept only when it says something.
 			b.meter.Set(c.meterName(), budget.Policy{
 				Limit: req.up.Budget.Mints, Window: req.up.Budget.Per.D(), Enforce: req.up.Budget.Enforce,
 				CostPerMint: req.up.CostPerMint, Label: NamePrefix + req.up.Name,

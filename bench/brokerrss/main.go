@@ -182,6 +182,9 @@ broker:
 	fmt.Printf("RSS of tokenbroker serve: %.0f MB at start, %.0f MB after the fill, %.0f MB after the second pass, %.0f MB max over the next %s, peak %.0f MB\n",
 		base, afterFill, afterSecond, steady, settle, peak)
 	fmt.Printf("per client: %.0f bytes (steady − start)\n", (steady-base)*(1<<20)/float64(n))
+	if l := lastGC.Load(); l != nil {
+		fmt.Printf("last GC of tokenbroker (heap before->after->live MB): %s\n", *l)
+	}
 	if limitMB > 0 && steady > limitMB {
 		return fmt.Errorf("RSS %.0f MB over the %.0f MB target", steady, limitMB)
 	}
@@ -196,13 +199,24 @@ func brokerAddr(r io.Reader) (string, error) {
 		var m map[string]any
 		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
 			addr, _ := m["broker"].(string)
-			go func() { _, _ = io.Copy(io.Discard, r) }() // one Info line per mint
+			go func() {
+				// One Info line per mint; keep only the runtime's GC trace
+				// (GODEBUG=gctrace=1) to say what the heap held.
+				for sc.Scan() {
+					if l := sc.Text(); strings.HasPrefix(l, "gc ") {
+						lastGC.Store(&l)
+					}
+				}
+			}()
 			return addr, nil
 		}
 		fmt.Fprintln(os.Stderr, sc.Text())
 	}
 	return "", errors.New("tokenbroker exited before serving")
 }
+
+// lastGC is the child's last GC trace line, when GODEBUG=gctrace=1 is set.
+var lastGC atomic.Pointer[string]
 
 // procMB reads one "kB" field of /proc/PID/status in MB.
 func procMB(pid int, field string) float64 {
