@@ -72,7 +72,25 @@ type Broker struct {
 
 type upstream struct {
 	config.BrokerUpstream
-	idx int
+	idx    int
+	cached atomic.Int64 // answers from cache, for totals that outlive evicted clients
+}
+
+// UpstreamTotal is one upstream's answers from cache since the start, over
+// every client, listed on the status page or not.
+type UpstreamTotal struct {
+	Upstream    string
+	Cached      int64
+	CostPerMint float64
+}
+
+// Totals returns each upstream's totals, in configuration order.
+func (b *Broker) Totals() []UpstreamTotal {
+	out := make([]UpstreamTotal, len(b.ups))
+	for i, u := range b.ups {
+		out[i] = UpstreamTotal{Upstream: u.Name, Cached: u.cached.Load(), CostPerMint: u.CostPerMint}
+	}
+	return out
 }
 
 // keyState is what the broker remembers about one cache key. It exists only
@@ -422,7 +440,9 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	if !ok {
 		c = newClient(req.clientID, req.up, b.tokens.Now())
 		b.mem.clients.Add(cid, c)
-		if b.meter != nil {
+		if b.meter != nil && (req.up.Budget.Mints > 0 || req.up.CostPerMint > 0) {
+			// A name without a policy is counted with no limit and no price:
+			// the policy, one per client, is kept only when it says something.
 			b.meter.Set(c.meterName(), budget.Policy{
 				Limit: req.up.Budget.Mints, Window: req.up.Budget.Per.D(), Enforce: req.up.Budget.Enforce,
 				CostPerMint: req.up.CostPerMint, Label: NamePrefix + req.up.Name,
@@ -444,6 +464,7 @@ func (s seedSource) Token(context.Context) (credential.Token, error) { return cr
 func (b *Broker) served(w http.ResponseWriter, c *client, tok credential.Token, req *request, result string) {
 	if result == "cached" {
 		c.cached.Add(1)
+		req.up.cached.Add(1)
 	}
 	b.results.WithLabelValues(req.up.Name, result).Inc()
 	left := int64(math.Floor(tok.Expiry.Sub(b.tokens.Now()).Seconds()))

@@ -13,10 +13,9 @@ import (
 
 // client is one client id at one upstream.
 type client struct {
-	id      string
-	up      *upstream
-	created time.Time
-	bucket  *bucket
+	id     string
+	up     *upstream
+	bucket *bucket // unlimited (shared) when the upstream sets no limit
 
 	requests, cached, mints, forwarded, rejected, limited atomic.Int64
 
@@ -27,7 +26,7 @@ type client struct {
 }
 
 func newClient(id string, up *upstream, now time.Time) *client {
-	return &client{id: id, up: up, created: now, bucket: newBucket(up.Limit.Mints, up.Limit.Per.D(), now)}
+	return &client{id: id, up: up, bucket: newBucket(up.Limit.Mints, up.Limit.Per.D(), now)}
 }
 
 // meterName is the client's name in the budget meter (never a metric label).
@@ -42,9 +41,13 @@ type bucket struct {
 	last   time.Time
 }
 
+// unlimited is every unlimited client's bucket: it never changes, so one
+// is enough for 100,000 clients.
+var unlimited = &bucket{}
+
 func newBucket(mints int64, per time.Duration, now time.Time) *bucket {
 	if mints <= 0 || per <= 0 {
-		return &bucket{}
+		return unlimited
 	}
 	return &bucket{cap: float64(mints), perSec: float64(mints) / per.Seconds(), tokens: float64(mints), last: now}
 }

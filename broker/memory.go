@@ -32,14 +32,14 @@ const (
 
 // memory is the broker's bounded bookkeeping; Broker.mu guards it.
 type memory struct {
-	clients  *simplelru.LRU[string, *client]    // by clientKey
+	clients  *simplelru.LRU[clientID, *client]
 	keys     *simplelru.LRU[string, *keyState]  // by cache key ID
 	negative *simplelru.LRU[string, *rejection] // by negativeKey
 }
 
 func (b *Broker) newMemory() {
 	// NewLRU fails only for a size below 1.
-	b.mem.clients, _ = simplelru.NewLRU(maxClients, func(_ string, c *client) {
+	b.mem.clients, _ = simplelru.NewLRU(maxClients, func(_ clientID, c *client) {
 		// A client's keys go with it: their state points at it.
 		for _, k := range append([]cache.Key(nil), c.keys...) {
 			b.mem.keys.Remove(k.ID)
@@ -60,6 +60,13 @@ func (b *Broker) newMemory() {
 	b.mem.negative, _ = simplelru.NewLRU[string, *rejection](maxNegative, nil)
 }
 
-func clientKey(req *request) string { return req.up.Name + "\x00" + req.clientID }
+// clientID names a client: its id at one upstream. A struct rather than a
+// joined string, so the key shares the id's bytes with the client.
+type clientID struct {
+	up *upstream
+	id string
+}
+
+func clientKey(req *request) clientID { return clientID{req.up, req.clientID} }
 
 func negativeKey(keyID, bind string) string { return keyID + "/" + bind }

@@ -95,6 +95,9 @@ func TestRememberedClientsEvict(t *testing.T) {
 	if clients != 3 || keys != 3 || slots != 3 {
 		t.Errorf("6 clients through a table of 3: %d clients, %d keys, %d cache slots, want 3 each", clients, keys, slots)
 	}
+	if a := e.post(t, "c3", "s3", true, nil); a.status != 200 {
+		t.Fatalf("c3 again: %d", a.status)
+	}
 	// One client, many scopes: the key table's bound.
 	for _, scope := range []string{"a", "b", "c", "d", "e"} {
 		if a := e.post(t, "c5", "s5", true, url.Values{"scope": {scope}}); a.status != 200 {
@@ -111,6 +114,10 @@ func TestRememberedClientsEvict(t *testing.T) {
 	}
 	if e.idp.Mints() != before+1 {
 		t.Errorf("evicted client: %d mints, want 1", e.idp.Mints()-before)
+	}
+	// c3 is forgotten now; its answer from cache still counts in the totals.
+	if tot := e.broker.Totals(); len(tot) != 1 || tot[0].Cached != 1 {
+		t.Errorf("totals %+v, want 1 answer from cache", tot)
 	}
 }
 

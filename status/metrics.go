@@ -26,13 +26,19 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.avoided; ch <
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	hits, saved := map[string]float64{}, map[string]float64{}
 	for _, r := range c.p.Data().Rows {
-		label := r.Name
 		if r.Kind == "broker_client" {
-			label = "broker:" + r.Upstream
+			continue // the page lists some clients; the broker's totals count all
 		}
-		label = c.p.tokens.CredentialLabel(label) // the cache's label bound
+		label := c.p.tokens.CredentialLabel(r.Name) // the cache's label bound
 		hits[label] += float64(r.Hits)
 		saved[label] += r.DollarsSaved
+	}
+	if b := c.p.broker.Load(); b != nil {
+		for _, u := range b.Totals() {
+			label := c.p.tokens.CredentialLabel("broker:" + u.Upstream)
+			hits[label] += float64(u.Cached)
+			saved[label] += float64(u.Cached) * u.CostPerMint
+		}
 	}
 	for l, v := range hits {
 		ch <- prometheus.MustNewConstMetric(c.avoided, prometheus.CounterValue, v, l)

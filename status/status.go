@@ -166,10 +166,18 @@ func (p *Page) Data() Data {
 		}
 		r.DollarsSaved = float64(r.Hits) * r.CostPerMint
 		r.DollarsSpent = float64(r.Mints30d) * r.CostPerMint
-		d.TotalSaved += r.DollarsSaved
 		d.TotalSpent += r.DollarsSpent
-		d.TotalHits += r.Hits
 		d.TotalMints30 += r.Mints30d
+		if r.Kind != "broker_client" { // the broker's totals cover clients not listed
+			d.TotalSaved += r.DollarsSaved
+			d.TotalHits += r.Hits
+		}
+	}
+	if b := p.broker.Load(); b != nil {
+		for _, u := range b.Totals() {
+			d.TotalHits += u.Cached
+			d.TotalSaved += float64(u.Cached) * u.CostPerMint
+		}
 	}
 	p.mu.Lock()
 	d.Samples = append([]Sample{}, p.samples...)

@@ -1,0 +1,234 @@
+// Command brokerrss measures the memory of a real `tokenbroker serve`
+// process holding N broker clients, the way `kubectl top` would: the
+// resident set size of the process, read from /proc, with no forced GC.
+//
+//	go build -o /tmp/tokenbroker ./cmd/tokenbroker
+//	go run ./bench/brokerrss -bin /tmp/tokenbroker -n 100000 -token-bytes 1024
+//
+// It starts an IdP in this process that accepts every client whose secret
+// is "secret-" + its id and answers tokens of -token-bytes, starts the
+// broker in front of it, asks the broker listener once for each of N
+// distinct clients' tokens (every one a mint), then once more (every one
+// must come from the cache: the IdP's mint count must not move), and reads
+// the broker's RSS over a few status-sampler intervals.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	bin := flag.String("bin", "", "tokenbroker binary (go build -o BIN ./cmd/tokenbroker)")
+	n := flag.Int("n", 100_000, "distinct broker clients, each with one cached token")
+	tokenBytes := flag.Int("token-bytes", 20, "size of each access token (opaque ~20, JWT ~1024)")
+	limitMB := flag.Float64("limit-mb", 0, "RSS target; exit 1 above it (0: none)")
+	workers := flag.Int("c", 16, "concurrent requests")
+	settle := flag.Duration("settle", 25*time.Second, "how long to watch RSS after the second pass")
+	flag.Parse()
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "brokerrss: -bin is required")
+		os.Exit(2)
+	}
+	if err := run(*bin, *n, *tokenBytes, *workers, *settle, *limitMB); err != nil {
+		fmt.Fprintln(os.Stderr, "brokerrss:", err)
+		os.Exit(1)
+	}
+}
+
+// idp accepts every client whose secret is "secret-" + id.
+type idp struct {
+	mints atomic.Int64
+	pad   string
+}
+
+func (p *idp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		_ = r.ParseForm()
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if secret != "secret-"+id {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
+		return
+	}
+	n := p.mints.Add(1)
+	tok := strconv.FormatInt(n, 36)
+	tok += p.pad[:max(len(p.pad)-len(tok), 0)]
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
+}
+
+func run(bin string, n, tokenBytes, workers int, settle time.Duration, limitMB float64) error {
+	ip := &idp{pad: strings.Repeat("t", tokenBytes)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: ip, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+
+	dir, err := os.MkdirTemp("", "brokerrss")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "tb.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen:
+  grpc: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  broker: 127.0.0.1:0
+cache:
+  max_tokens: %d
+broker:
+  upstreams:
+    - name: idp
+      token_url: http://%s/oauth/token
+`, max(n, 100000), ln.Addr())), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info")
+	cmd.Env = os.Environ()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	addr, err := brokerAddr(stderr)
+	if err != nil {
+		return err
+	}
+	pid := cmd.Process.Pid
+	base := procMB(pid, "VmRSS:")
+
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}, Timeout: 30 * time.Second}
+	pass := func() error {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for range workers {
+			wg.Go(func() {
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(n) {
+						return
+					}
+					id := fmt.Sprintf("cust-%07d", i)
+					res, err := hc.PostForm("http://"+addr+"/oauth/token", url.Values{
+						"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {"secret-" + id},
+					})
+					if err != nil {
+						errs <- err
+						return
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != 200 {
+						errs <- fmt.Errorf("%s: status %d", id, res.StatusCode)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		return <-errs
+	}
+	start := time.Now()
+	if err := pass(); err != nil {
+		return fmt.Errorf("first pass: %w", err)
+	}
+	fill := time.Since(start)
+	afterFill := procMB(pid, "VmRSS:")
+	minted := ip.mints.Load()
+	start = time.Now()
+	if err := pass(); err != nil {
+		return fmt.Errorf("second pass: %w", err)
+	}
+	second := time.Since(start)
+	if again := ip.mints.Load() - minted; again != 0 {
+		return fmt.Errorf("second pass minted %d tokens, want 0", again)
+	}
+	afterSecond := procMB(pid, "VmRSS:")
+	steady := afterSecond
+	for deadline := time.Now().Add(settle); time.Now().Before(deadline); {
+		time.Sleep(time.Second) // sampling a process from outside: there is nothing to wait on
+		steady = max(steady, procMB(pid, "VmRSS:"))
+	}
+	peak := procMB(pid, "VmHWM:")
+	fmt.Printf("%d broker clients, tokens of %d bytes: %d mints in the first pass (%s), 0 in the second (%s)\n",
+		n, tokenBytes, minted, fill.Round(time.Millisecond), second.Round(time.Millisecond))
+	fmt.Printf("RSS of tokenbroker serve: %.0f MB at start, %.0f MB after the fill, %.0f MB after the second pass, %.0f MB max over the next %s, peak %.0f MB\n",
+		base, afterFill, afterSecond, steady, settle, peak)
+	fmt.Printf("per client: %.0f bytes (steady − start)\n", (steady-base)*(1<<20)/float64(n))
+	if l := lastGC.Load(); l != nil {
+		fmt.Printf("last GC of tokenbroker (heap before->after->live MB): %s\n", *l)
+	}
+	if limitMB > 0 && steady > limitMB {
+		return fmt.Errorf("RSS %.0f MB over the %.0f MB target", steady, limitMB)
+	}
+	return nil
+}
+
+// brokerAddr reads the serve log until the "serving" line names the broker
+// listener, then keeps draining the log.
+func brokerAddr(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
+			addr, _ := m["broker"].(string)
+			go func() {
+				// One Info line per mint; keep only the runtime's GC trace
+				// (GODEBUG=gctrace=1) to say what the heap held.
+				for sc.Scan() {
+					if l := sc.Text(); strings.HasPrefix(l, "gc ") {
+						lastGC.Store(&l)
+					}
+				}
+			}()
+			return addr, nil
+		}
+		fmt.Fprintln(os.Stderr, sc.Text())
+	}
+	return "", errors.New("tokenbroker exited before serving")
+}
+
+// lastGC is the child's last GC trace line, when GODEBUG=gctrace=1 is set.
+var lastGC atomic.Pointer[string]
+
+// procMB reads one "kB" field of /proc/PID/status in MB.
+func procMB(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return -1
+}
