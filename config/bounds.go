@@ -101,6 +101,10 @@ const (
 	// environment variable must not become a 10 MB header.
 	maxScalar = maxSecretFile
 
+	// maxKey bounds a mapping key: credential and upstream names become
+	// metric labels and log fields, param names form fields.
+	maxKey = 1 << 10
+
 	// MaxHeaderValue bounds the header a static credential sets: its value
 	// in its format. nginx refuses a request line or header longer than
 	// 8 KiB by default (large_client_header_buffers), and the value is sent

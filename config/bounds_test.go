@@ -177,6 +177,8 @@ func TestSizeAndCountBounds(t *testing.T) {
 		// The top-level counts only past the bound: parsing 10,000 entries
 		// twice costs seconds under -race, and "a list" and "a mapping" show
 		// the same check accepting its edge.
+		{"key", "credentials:\n  " + strings.Repeat("k", maxKey) + ": {type: static, value: v}\n", "credentials:\n  ? " + strings.Repeat("k", maxKey+1) + "\n  : {type: static, value: v}\n", // an explicit key: YAML caps implicit ones at 1024
+			"tb.yaml:2: credentials: a key is longer than 1024 bytes"},
 		{"credentials", "", entries("credentials:\n", "  c%d: {type: static, value: v}\n", maxCredentials+1),
 			"tb.yaml:2: credentials: more than 10000 entries"},
 		{"routes", "", cred + entries("routes:\n", "  - {host: h%d.example.com, credential: a}\n", maxRoutes+1),

@@ -337,6 +337,10 @@ func (d *decoder) key(k *yaml.Node, path string) (name, field string, ok bool) {
 		d.fail(line, path, "keys must be strings, not %s", describe(k))
 		return "", "", false
 	}
+	if len(k.Value) > maxKey {
+		d.fail(line, path, "a key is longer than %d bytes", maxKey) // it may be a misplaced secret: not quoted
+		return "", "", false
+	}
 	field = join(path, k.Value)
 	if first, dup := d.lines[field]; dup {
 		d.fail(line, field, "duplicate key (first at line %d)", first)
