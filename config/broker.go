@@ -91,7 +91,7 @@ func (d *decoder) validateBroker(c *Config) {
 	d.check(c.Listen.Broker == "" || hostPort(c.Listen.Broker), "listen.broker", "not a host:port address")
 	b := &c.Broker
 	d.check(strings.HasPrefix(b.Path, "/"), "broker.path", `must start with "/"`)
-	d.check(b.NegativeTTL >= 0, "broker.negative_ttl", "must not be negative")
+	d.checkDuration(b.NegativeTTL, 0, maxNegativeTTL, "broker.negative_ttl")
 	d.check(c.Listen.Broker == "" || len(b.Upstreams) > 0, "listen.broker", "the broker needs at least one entry in broker.upstreams")
 	for i := range b.Upstreams {
 		u := &b.Upstreams[i]
@@ -111,14 +111,14 @@ func (d *decoder) validateBroker(c *Config) {
 		}
 		d.checkRate(u.Limit, path+".limit")
 		d.checkBudget(u.Budget, path+".budget")
-		d.check(u.CostPerMint >= 0, path+".cost_per_mint", "must not be negative")
-		d.check(u.Timeout > 0, path+".timeout", "must be positive")
-		d.check(u.DefaultLifetime > 0, path+".default_lifetime", "must be positive")
+		d.checkFloat(u.CostPerMint, 0, maxCostPerMint, path+".cost_per_mint")
+		d.checkDuration(u.Timeout, minMintTimeout, maxMintTimeout, path+".timeout")
+		d.checkDuration(u.DefaultLifetime, minDefaultLifetime, maxDefaultLifetime, path+".default_lifetime")
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Credentials)) {
 		cr := c.Credentials[name]
 		d.checkBudget(cr.Budget, join("credentials", name)+".budget")
-		d.check(cr.CostPerMint >= 0, join("credentials", name)+".cost_per_mint", "must not be negative")
+		d.checkFloat(cr.CostPerMint, 0, maxCostPerMint, join("credentials", name)+".cost_per_mint")
 	}
 	if b.BindingKeyFile != "" {
 		k, err := readSecret(b.BindingKeyFile)
@@ -144,12 +144,15 @@ func (d *decoder) validateBroker(c *Config) {
 
 var reservedParam = map[string]bool{"grant_type": true, "client_id": true, "client_secret": true}
 
+// checkRate checks a token bucket; per matters only when mints is set.
 func (d *decoder) checkRate(r RateLimit, path string) {
-	d.check(r.Mints >= 0, path+".mints", "must not be negative")
-	d.check(r.Mints == 0 || r.Per > 0, path+".per", "must be positive")
+	d.checkInt(r.Mints, 0, maxRateMints, path+".mints")
+	if r.Mints != 0 || d.set(path+".per") {
+		d.checkDuration(r.Per, minRateWindow, maxRateWindow, path+".per")
+	}
 }
 
 func (d *decoder) checkBudget(b Budget, path string) {
-	d.check(b.Mints >= 0, path+".mints", "must not be negative")
-	d.check(b.Per > 0, path+".per", "must be positive")
+	d.checkInt(b.Mints, 0, maxBudgetMints, path+".mints")
+	d.checkDuration(b.Per, minBudgetWindow, maxBudgetWindow, path+".per")
 }

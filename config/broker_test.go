@@ -44,9 +44,9 @@ func TestBrokerErrors(t *testing.T) {
 		{"bad url", "broker:\n  upstreams:\n    - token_url: ftp://x\n", "tb.yaml:3: broker.upstreams[0].token_url: not an absolute http(s) URL"},
 		{"bad glob", "broker:\n  upstreams:\n    - token_url: https://i/t\n      client_ids: ['[']\n", "tb.yaml:4: broker.upstreams[0].client_ids[0]: not a valid glob"},
 		{"reserved param", "broker:\n  upstreams:\n    - token_url: https://i/t\n      pass_params: [client_secret]\n", "broker.upstreams[0].pass_params[0]: must be a parameter name"},
-		{"limit without per", "broker:\n  upstreams:\n    - token_url: https://i/t\n      limit: {mints: 3}\n", "broker.upstreams[0].limit.per: must be positive"},
-		{"negative budget", "credentials:\n  a: {token_url: https://i/t, client_id: a, client_secret: b, budget: {mints: -1}}\n", "credentials.a.budget.mints: must not be negative"},
-		{"negative cost", "credentials:\n  a: {token_url: https://i/t, client_id: a, client_secret: b, cost_per_mint: -0.1}\n", "credentials.a.cost_per_mint: must not be negative"},
+		{"limit without per", "broker:\n  upstreams:\n    - token_url: https://i/t\n      limit: {mints: 3}\n", "broker.upstreams[0].limit.per: must be between 1s and 24h"},
+		{"negative budget", "credentials:\n  a: {token_url: https://i/t, client_id: a, client_secret: b, budget: {mints: -1}}\n", "credentials.a.budget.mints: must be between 0 and 1000000000"},
+		{"negative cost", "credentials:\n  a: {token_url: https://i/t, client_id: a, client_secret: b, cost_per_mint: -0.1}\n", "credentials.a.cost_per_mint: must be between 0 and 1000"},
 		{"binding key missing", "broker: {binding_key_file: /nonexistent/tokenbroker-key}\n", "tb.yaml:1: broker.binding_key_file: cannot read the file"},
 		{"admin token missing", "admin: {token_file: /nonexistent/tokenbroker-admin}\n", "tb.yaml:1: admin.token_file: cannot read the file"},
 	}

@@ -3,8 +3,10 @@ package config
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"reflect"
 	"strconv"
@@ -25,9 +27,11 @@ func workBudget(data []byte) int { return 1<<16 + 4*len(data) }
 // An unreadable file yields a wrapped *fs.PathError; a file with problems
 // yields Errors listing all of them.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	data, err := readLimited(path, maxConfigFile)
+	if _, ok := errors.AsType[*fs.PathError](err); ok {
 		return nil, fmt.Errorf("config: %w", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err) // too large
 	}
 	return Parse(path, data)
 }
@@ -229,10 +233,15 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 	if !d.expect(n, yaml.MappingNode, v.Type(), path) {
 		return
 	}
+	pairs := d.pairs(n, path)
+	if limit := maxEntries(path); len(pairs) > limit {
+		d.fail(n.Line, path, "more than %d entries", limit)
+		return
+	}
 	if v.IsNil() {
 		v.Set(reflect.MakeMap(v.Type()))
 	}
-	for _, kv := range d.pairs(n, path) {
+	for _, kv := range pairs {
 		name, p, ok := d.key(kv[0], path)
 		if !ok {
 			continue
@@ -245,6 +254,10 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 	if !d.expect(n, yaml.SequenceNode, v.Type(), path) {
+		return
+	}
+	if limit := maxEntries(path); len(n.Content) > limit {
+		d.fail(n.Line, path, "more than %d entries", limit)
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), 0, len(n.Content))
@@ -261,6 +274,10 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	s, ok := d.expand(n, path)
 	if !ok {
+		return
+	}
+	if len(s) > maxScalar {
+		d.fail(n.Line, path, "longer than %d KiB", maxScalar>>10) // never quote it: it may be a secret
 		return
 	}
 	var err error
@@ -318,6 +335,10 @@ func (d *decoder) key(k *yaml.Node, path string) (name, field string, ok bool) {
 	}
 	if k.Kind != yaml.ScalarNode {
 		d.fail(line, path, "keys must be strings, not %s", describe(k))
+		return "", "", false
+	}
+	if len(k.Value) > maxKey {
+		d.fail(line, path, "a key is longer than %d bytes", maxKey) // it may be a misplaced secret: not quoted
 		return "", "", false
 	}
 	field = join(path, k.Value)

@@ -175,13 +175,37 @@ func (d *decoder) checkStatic(c *Credential, path string) {
 	switch {
 	case hasVal && hasFile:
 		d.check(false, path+".value_file", "value and value_file are mutually exclusive")
+	case hasFile && c.ValueFile == "":
+		d.check(false, path+".value_file", "must not be empty")
 	case hasFile:
-		d.checkFile(c.ValueFile, path+".value_file", "must not be empty")
+		b, err := readLimited(c.ValueFile, MaxHeaderValue)
+		if err != nil {
+			d.check(false, path+".value_file", "cannot read %q: %v", c.ValueFile, unwrapPath(err))
+			return
+		}
+		v := strings.TrimSpace(string(b)) // as the static source reads it
+		if d.check(v != "", path+".value_file", "file is empty: missing value") {
+			d.checkHeaderValue(c, v, path+".value_file")
+		}
 	default:
-		d.check(c.Value != "", path+".value", "required (set value, e.g. ${API_KEY}, or value_file)")
+		if d.check(c.Value != "", path+".value", "required (set value, e.g. ${API_KEY}, or value_file)") {
+			d.checkHeaderValue(c, c.Value.Reveal(), path+".value")
+		}
 	}
 	for _, f := range []string{"token_url", "client_id", "client_secret", "client_secret_file", "scopes", "audience", "auth_method"} {
 		d.check(!d.set(path+"."+f), path+"."+f, "not used by type static")
+	}
+}
+
+// checkHeaderValue checks that static value v, in c's format, can be sent
+// as a header on every request. No message includes the value.
+func (d *decoder) checkHeaderValue(c *Credential, v, field string) {
+	if n := len(c.Format) - len("{token}") + len(v); n > MaxHeaderValue {
+		d.check(false, field, "the header it makes is %d bytes, more than %d KiB", n, MaxHeaderValue>>10)
+		return
+	}
+	if p := HeaderValueProblem(v); p != "" {
+		d.check(false, field, "%s", p)
 	}
 }
 

@@ -20,10 +20,11 @@ func (d *decoder) checkRedis(r *Redis, path string) {
 		}
 	}
 	cluster := len(r.Addrs) > 1 && r.MasterName == ""
-	d.check(r.DB >= 0, path+".db", "must not be negative")
-	d.check(r.DB == 0 || !cluster, path+".db", "Redis Cluster has only db 0 (several addrs without master_name mean a cluster)")
-	d.check(r.Timeout > 0, path+".timeout", "must be positive")
-	d.check(r.LockTTL > 0, path+".lock_ttl", "must be positive")
+	if d.checkInt(int64(r.DB), 0, maxRedisDB, path+".db") {
+		d.check(r.DB == 0 || !cluster, path+".db", "Redis Cluster has only db 0 (several addrs without master_name mean a cluster)")
+	}
+	d.checkDuration(r.Timeout, minRedisTimeout, maxRedisTimeout, path+".timeout")
+	d.checkDuration(r.LockTTL, minLockTTL, maxLockTTL, path+".lock_ttl")
 
 	pw, pwFile := path+".password", path+".password_file"
 	_, hasPw := d.lines[pw]

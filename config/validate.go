@@ -95,15 +95,35 @@ func (d *decoder) validate(c *Config) {
 		d.checkRoute(&c.Routes[i], fmt.Sprintf("routes[%d]", i), c.Credentials)
 		d.checkRemoveHeaders(&c.Routes[i], fmt.Sprintf("routes[%d]", i), c.Credentials)
 	}
-	d.check(c.Cache.MaxTokens >= 1, "cache.max_tokens", "must be at least 1")
-	d.check(c.Cache.ExpiryMargin >= 0, "cache.expiry_margin", "must not be negative")
-	d.check(c.Cache.RefreshAhead > 0 && c.Cache.RefreshAhead < 1, "cache.refresh_ahead", "must be between 0 and 1, exclusive")
+	d.checkInt(c.Cache.MaxTokens, minCacheTokens, maxCacheTokens, "cache.max_tokens")
+	d.checkDuration(c.Cache.ExpiryMargin, 0, maxExpiryMargin, "cache.expiry_margin")
+	d.checkFloat(c.Cache.RefreshAhead, minRefreshAhead, maxRefreshAhead, "cache.refresh_ahead")
 	if c.Cache.Redis != nil {
 		d.checkRedis(c.Cache.Redis, "cache.redis")
 	}
-	d.check(c.Shutdown.Delay >= 0, "shutdown.delay", "must not be negative")
-	d.check(c.Shutdown.Drain >= 0, "shutdown.drain", "must not be negative")
+	d.checkDuration(c.Shutdown.Delay, 0, maxShutdownDelay, "shutdown.delay")
+	d.checkDuration(c.Shutdown.Drain, 0, maxShutdownDrain, "shutdown.drain")
 	d.validateBroker(c)
+	d.checkLifetimes(c)
+}
+
+// checkLifetimes requires every default_lifetime to exceed
+// cache.expiry_margin: a token of that lifetime would be unusable on
+// arrival, and every request would ask for another.
+func (d *decoder) checkLifetimes(c *Config) {
+	if d.failed["cache.expiry_margin"] || c.Cache.ExpiryMargin.D() > maxExpiryMargin {
+		return
+	}
+	margin := c.Cache.ExpiryMargin
+	for _, name := range slices.Sorted(maps.Keys(c.Credentials)) {
+		cr := c.Credentials[name]
+		if cr.Type != "static" && inRange(cr.DefaultLifetime, minDefaultLifetime, maxDefaultLifetime) {
+			d.check(cr.DefaultLifetime > margin, join("credentials", name)+".default_lifetime", "must be longer than cache.expiry_margin (%s)", short(margin.D()))
+		}
+	}
+	for i, u := range c.Broker.Upstreams {
+		d.check(!inRange(u.DefaultLifetime, minDefaultLifetime, maxDefaultLifetime) || u.DefaultLifetime > margin, fmt.Sprintf("broker.upstreams[%d].default_lifetime", i), "must be longer than cache.expiry_margin (%s)", short(margin.D()))
+	}
 }
 
 func (d *decoder) checkCredential(c *Credential, path string) {
@@ -121,9 +141,13 @@ func (d *decoder) checkCredential(c *Credential, path string) {
 		d.check(false, path+".type", `unsupported credential type (supported: "client_credentials", "token_exchange", "jwt_bearer", "static")`)
 	}
 	d.check(token(c.Header), path+".header", "not a valid HTTP header name")
-	d.check(strings.Contains(c.Format, "{token}"), path+".format", "must contain {token}")
-	d.check(c.Timeout > 0, path+".timeout", "must be positive")
-	d.check(c.DefaultLifetime > 0, path+".default_lifetime", "must be positive")
+	if d.check(strings.Contains(c.Format, "{token}"), path+".format", "must contain {token}") {
+		if p := HeaderValueProblem(c.Format); p != "" {
+			d.check(false, path+".format", "%s", p)
+		}
+	}
+	d.checkDuration(c.Timeout, minMintTimeout, maxMintTimeout, path+".timeout")
+	d.checkDuration(c.DefaultLifetime, minDefaultLifetime, maxDefaultLifetime, path+".default_lifetime")
 }
 
 // checkSecret requires exactly one of client_secret and client_secret_file,

@@ -25,9 +25,19 @@ import (
 // ClientAssertionType is the client_assertion_type of RFC 7523 §2.2.
 const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-// AssertionLifetime is how long a client assertion is valid: long enough to
-// cross a slow network, short enough that a captured one is soon useless.
+// AssertionLifetime is how long a client assertion is valid from the moment
+// it is signed: long enough to cross a slow network, short enough that a
+// captured one is soon useless.
 const AssertionLifetime = time.Minute
+
+// AssertionBackdate is how far before now a client assertion's iat and nbf
+// are set. Some IdPs check them to the second with no leeway (Ory Hydra
+// answers 500 to an iat in its future), so a clock a second ahead of the
+// IdP's would fail every mint. golang.org/x/oauth2's jws package back-dates
+// iat by the same 10 s ("Reverting time back for machines whose time is not
+// perfectly in sync", jws.go ClaimSet.encode). exp is not moved: it stays
+// AssertionLifetime after now.
+const AssertionBackdate = 10 * time.Second
 
 // assertionClaims are the claims of a client assertion (RFC 7523 §3).
 func assertionClaims(clientID, aud string, now time.Time) (jwt.Claims, error) {
@@ -35,16 +45,22 @@ func assertionClaims(clientID, aud string, now time.Time) (jwt.Claims, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return jwt.Claims{}, fmt.Errorf("client assertion jti: %w", err)
 	}
+	issued := now.Add(-AssertionBackdate)
 	return jwt.Claims{
 		Issuer:    clientID,
 		Subject:   clientID,
 		Audience:  jwt.Audience{aud},
 		ID:        hex.EncodeToString(b[:]), // fresh per request: IdPs reject replays
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now),
+		IssuedAt:  jwt.NewNumericDate(issued),
+		NotBefore: jwt.NewNumericDate(issued),
 		Expiry:    jwt.NewNumericDate(now.Add(AssertionLifetime)),
 	}, nil
 }
+
+// errClockSkewHint is added to an IdP's 5xx answer to a client assertion:
+// IdPs that check iat and nbf strictly answer a server error, not
+// invalid_client, to an assertion from a clock running ahead of theirs.
+var errClockSkewHint = fmt.Errorf("the IdP answered a server error to a client assertion: clock skew is a possible cause (iat and nbf are back-dated %s; check this host's clock against the IdP's)", AssertionBackdate)
 
 // signAssertion signs a client assertion with signer.
 func signAssertion(signer jose.Signer, clientID, aud string, now time.Time) (string, error) {

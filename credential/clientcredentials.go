@@ -349,6 +349,9 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		if errors.As(err, &ie) {
 			ie.Code = scrub(scrub(ie.Code, secret), grantToken)
 			ie.Description = scrub(scrub(ie.Description, secret), grantToken)
+			if ie.Status >= 500 && form.Has("client_assertion") {
+				return Response{}, fmt.Errorf("%w; %w", err, errClockSkewHint)
+			}
 			return Response{}, err
 		}
 		return Response{}, scrubError(scrubError(err, secret), grantToken)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzParseTokenResponse checks that no answer makes ParseTokenResponse panic, return an
@@ -49,7 +50,7 @@ func check(t *testing.T, status int, body []byte, resp Response, err error) {
 		default:
 			if ie.Status != status || ie.RetryAfter < 0 || ie.RetryAfter > maxRetryAfter ||
 				len(ie.Code) > maxCodeLen || len(ie.Description) > maxDescriptionLen ||
-				printable(ie.Code) != ie.Code || printable(ie.Description) != ie.Description {
+				printable(ie.Code) != ie.Code || readable(ie.Description) != ie.Description || !utf8.ValidString(ie.Description) {
 				t.Errorf("bad IdPError %#v for status %d", ie, status)
 			}
 			return // an IdP's own error text may say anything; it is not a token we accepted

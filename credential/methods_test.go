@@ -1,6 +1,7 @@
 package credential_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -372,6 +373,28 @@ func TestStatic(t *testing.T) {
 	}
 	if tok, _ := env.Token(context.Background()); tok.Value != "from-env" || env.(credential.Changer).Changed() {
 		t.Fatalf("env value %q", tok.Value)
+	}
+}
+
+// TestStaticValueFileBounded: a value file that grows past
+// config.MaxHeaderValue, or gains a control character, after the
+// configuration was checked fails the read instead of becoming the header.
+func TestStaticValueFileBounded(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "api-key")
+	writeAt(t, f, bytes.Repeat([]byte("k"), config.MaxHeaderValue), time.Now())
+	src, err := credential.FromConfig(&config.Credential{Name: "k", Type: "static", ValueFile: f, Format: "{token}"}, nil)
+	if err != nil {
+		t.Fatalf("a value at the bound: %v", err)
+	}
+	for _, bad := range [][]byte{bytes.Repeat([]byte("k"), config.MaxHeaderValue+1), []byte("key\r\nX-Injected: 1")} {
+		writeAt(t, f, bad, time.Now())
+		tok, err := src.Token(context.Background())
+		if err == nil || tok.Value != "" {
+			t.Fatalf("a bad value file (%d bytes) was served: %v", len(bad), err)
+		}
+		if strings.Contains(err.Error(), "kkkk") || strings.Contains(err.Error(), "Injected") {
+			t.Fatalf("the error quotes the value: %v", err)
+		}
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrBadResponse is wrapped by every error about a 2xx token response that cannot be used:
@@ -25,8 +27,13 @@ const (
 	// maxRetryAfter caps a Retry-After hint so a confused IdP cannot park a credential for days.
 	maxRetryAfter = 24 * time.Hour
 
-	maxCodeLen        = 64
-	maxDescriptionLen = 200
+	maxCodeLen = 64
+	// maxDescriptionLen bounds error_description as kept in errors and logs.
+	// IdPs put their useful hint after a generic sentence (Hydra names the
+	// audience it refused, or the token URL it expects as aud, at about
+	// character 250), so 200 lost it; a kilobyte keeps it while a hostile
+	// or broken IdP still cannot fill the logs.
+	maxDescriptionLen = 1024
 	maxQuotedLen      = 32 // longest field value quoted in an error or note
 )
 
@@ -45,7 +52,8 @@ type Response struct {
 type IdPError struct {
 	Status int
 	// Code and Description are RFC 6749 §5.2 "error" and "error_description" when the body
-	// carried them, reduced to printable ASCII; Description is at most 200 characters.
+	// carried them. Code is reduced to printable ASCII; Description keeps printable text
+	// (line breaks become spaces; control and format characters are dropped) up to 1 KiB.
 	Code, Description string
 	// RetryAfter is the Retry-After header as a duration from receipt (0 when absent or invalid).
 	RetryAfter time.Duration
@@ -210,7 +218,7 @@ func parseIdPError(status int, h http.Header, body []byte, now time.Time) *IdPEr
 		e.Code = truncate(printable(code), maxCodeLen)
 	}
 	if desc, ok := stringField(fields, "error_description"); ok {
-		e.Description = truncate(printable(desc), maxDescriptionLen)
+		e.Description = strings.TrimSpace(truncateUTF8(readable(desc), maxDescriptionLen))
 	}
 	return e
 }
@@ -266,6 +274,34 @@ func printable(s string) string {
 		}
 		return r
 	}, s))
+}
+
+// readable keeps the printable characters of an IdP's text, turning line
+// breaks and tabs into single spaces. Control characters (terminal escapes,
+// a forged log line), format characters (bidi overrides) and invalid UTF-8
+// are dropped, so the text is safe in a log line or on the status page.
+func readable(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			return ' '
+		case r == utf8.RuneError || !unicode.IsPrint(r):
+			return -1
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func truncate(s string, n int) string {

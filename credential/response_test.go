@@ -28,6 +28,7 @@ func TestParseTokenResponse(t *testing.T) {
 		wantNote     string // substring; "" means no note
 		wantBad      string // substring of an ErrBadResponse error
 		wantIdP      *IdPError
+		check        func(*testing.T, *IdPError) // for an IdPError too long to spell out
 	}{
 		{
 			name:         "good",
@@ -228,7 +229,34 @@ func TestParseTokenResponse(t *testing.T) {
 			name:    "401 description sanitised and truncated",
 			status:  401,
 			body:    `{"error":"invalid_client\u0007","error_description":"bad\n\u00e9` + longDesc + `"}`,
-			wantIdP: &IdPError{Status: 401, Code: "invalid_client", Description: ("bad" + longDesc)[:200]},
+			wantIdP: &IdPError{Status: 401, Code: "invalid_client", Description: ("bad \u00e9" + longDesc)},
+		},
+		{
+			// Hydra's shape: a generic sentence, then the hint that matters.
+			name:   "long description keeps its hint, control characters stripped",
+			status: 400,
+			body: `{"error":"invalid_client","error_description":"Client authentication failed (e.g., unknown client, no client authentication included, or unsupported authentication method). ` +
+				strings.Repeat("The request could not be authorized. ", 8) + `\u001b[31mforged\u001b[0m\r\n{\"level\":\"info\"} \u202eevil The JSON Web Token uses claim 'aud' with 'https://idp/wrong' but expected 'https://idp/oauth2/token'.` +
+				strings.Repeat("y", 1200) + `"}`,
+			check: func(t *testing.T, e *IdPError) {
+				for _, want := range []string{"but expected 'https://idp/oauth2/token'", "[31mforged[0m {\"level\":\"info\"} evil The JSON"} {
+					if !strings.Contains(e.Description, want) {
+						t.Errorf("description lost %q:\n%s", want, e.Description)
+					}
+				}
+				if len(e.Description) != maxDescriptionLen {
+					t.Errorf("description is %d bytes, want it cut at %d", len(e.Description), maxDescriptionLen)
+				}
+				if strings.ContainsAny(e.Description, "\x1b\r\n\u202e") {
+					t.Errorf("description keeps a control or format character: %q", e.Description)
+				}
+			},
+		},
+		{
+			name:    "description cut on a character boundary",
+			status:  400,
+			body:    `{"error":"invalid_request","error_description":"` + strings.Repeat("x", maxDescriptionLen-1) + `\u00e9"}`,
+			wantIdP: &IdPError{Status: 400, Code: "invalid_request", Description: strings.Repeat("x", maxDescriptionLen-1)},
 		},
 		{
 			name:       "429 Retry-After seconds",
@@ -287,6 +315,12 @@ func TestParseTokenResponse(t *testing.T) {
 				t.Errorf("note contains the access token: %q", resp.Note)
 			}
 			switch {
+			case tt.check != nil:
+				var ie *IdPError
+				if !errors.As(err, &ie) {
+					t.Fatalf("got %v, want *IdPError", err)
+				}
+				tt.check(t, ie)
 			case tt.wantIdP != nil:
 				var ie *IdPError
 				if !errors.As(err, &ie) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -70,7 +71,7 @@ func (s *Static) Token(context.Context) (Token, error) {
 		if err != nil {
 			return Token{}, fmt.Errorf("value_file: %w", err)
 		}
-		b, err := os.ReadFile(s.file)
+		b, err := readValue(s.file)
 		if err != nil {
 			return Token{}, fmt.Errorf("value_file: %w", err)
 		}
@@ -78,11 +79,31 @@ func (s *Static) Token(context.Context) (Token, error) {
 		if v == "" {
 			return Token{}, fmt.Errorf("value_file %s is empty", s.file)
 		}
+		// The file may have changed since the configuration was checked.
+		if p := config.HeaderValueProblem(v); p != "" {
+			return Token{}, fmt.Errorf("value_file %s: %s", s.file, p)
+		}
 		s.mu.Lock()
 		s.stamp = st
 		s.mu.Unlock()
 	}
 	return Token{Value: v, Type: "static", Issued: now, Expiry: now.Add(StaticLifetime)}, nil
+}
+
+// readValue reads a value file of at most config.MaxHeaderValue bytes: the
+// value goes into a header on every request, and a file that grew to
+// gigabytes (or /dev/zero) must fail rather than be read into memory.
+func readValue(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, config.MaxHeaderValue+1))
+	if err == nil && len(b) > config.MaxHeaderValue {
+		err = fmt.Errorf("%s is larger than %d KiB", path, config.MaxHeaderValue>>10)
+	}
+	return b, err
 }
 
 // Changed reports whether the value file changed since Token last read it.
