@@ -102,6 +102,7 @@ func (d *decoder) validate(c *Config) {
 	d.check(c.Shutdown.Delay >= 0, "shutdown.delay", "must not be negative")
 	d.check(c.Shutdown.Drain >= 0, "shutdown.drain", "must not be negative")
 	d.validateBroker(c)
+	d.checkTracing(c.Tracing)
 }
 
 func (d *decoder) checkCredential(c *Credential, path string) {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // Forward-auth headers, in the spelling each proxy sends them.
@@ -225,14 +226,24 @@ func NewForwardAuth(cur *Current, envoyPrefix string, log *zap.Logger) *ForwardA
 // ServeHTTP answers 200 with the header to inject when the request may go
 // out, or 403 / 503 with x-tokenbroker-reason and a short JSON body.
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if telemetry.Enabled() {
+		f.tracedServe(w, r) // observe.go
+		return
+	}
+	f.serve(w, r)
+}
+
+func (f *ForwardAuth) serve(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store") // the answer may carry a token
 	req, err := RequestFromHTTP(r, f.envoyPrefix)
 	if err != nil {
 		f.log.Debug("malformed forward-auth request", zap.Error(err))
+		malformed(f.decider.Load(), r, err.Error()) // observe.go: counted for the status page
 		deny(w, http.StatusForbidden, err.Error())
 		return
 	}
+	req.Transport = filter.TransportHTTP
 	d := f.decider.Load().Decide(r.Context(), &req)
 	if !d.Allowed {
 		deny(w, d.Status, d.Reason)
