@@ -20,6 +20,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/tlsreload"
 	"github.com/tokenbroker/tokenbroker/status"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // sampleEvery is the status chart's interval.
@@ -117,7 +118,7 @@ func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, 
 		}
 		x.broker, x.addr = b, ln.Addr()
 		mux := http.NewServeMux()
-		mux.Handle(x.cfg.Broker.Path, b)
+		mux.Handle(x.cfg.Broker.Path, telemetry.WrapHandler("broker token request", x.cfg.Broker.Path, b))
 		x.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
 		go func() {
 			if err := x.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -99,6 +99,7 @@ func (s *server) reload(path, trigger string) (result string, err error) {
 	// What cannot change live keeps its running value, so s.cfg always tells
 	// what is in force and the warning repeats while the file differs.
 	cfg.Listen, cfg.Cache, cfg.Broker, cfg.Admin, cfg.ForwardAuth = old.Listen, old.Cache, old.Broker, old.Admin, old.ForwardAuth
+	cfg.Tracing = old.Tracing
 	if reflect.DeepEqual(old, cfg) {
 		log.Info("configuration unchanged")
 		return reloadUnchanged, nil
@@ -152,6 +153,9 @@ func fixedChanges(old, cfg *config.Config) []string {
 	}
 	if !reflect.DeepEqual(old.ForwardAuth, cfg.ForwardAuth) {
 		out = append(out, "forward_auth")
+	}
+	if !reflect.DeepEqual(old.Tracing, cfg.Tracing) {
+		out = append(out, "tracing") // the tracer provider is built once at start
 	}
 	return out
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/tlsreload"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 func cmdServe(args []string, stderr io.Writer) int {
@@ -95,8 +96,9 @@ type server struct {
 	grpc    *grpc.Server
 	admin   *admin.Server
 	http    *http.Server
-	fwd     *http.Server // HTTP forward-auth (listen.http); nil when off
-	extra   *extras      // broker, budgets and status page (extras.go)
+	fwd     *http.Server       // HTTP forward-auth (listen.http); nil when off
+	extra   *extras            // broker, budgets and status page (extras.go)
+	tracing *telemetry.Tracing // nil when off (tracing.go)
 
 	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
 	httpAddr            net.Addr
@@ -114,6 +116,14 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s := &server{cfg: cfg, log: log, health: health.NewServer(), admin: admin.New(reg), done: make(chan struct{})}
 	s.filterMetrics, s.reloads = filter.NewMetrics(reg), newReloadMetrics(reg)
+	if s.tracing, err = startTracing(cfg, log); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.stopTracing()
+		}
+	}()
 	l2, l2Meter, err := sharedTier(cfg.Cache.Redis, log, reg)
 	if err != nil {
 		return nil, err
@@ -305,6 +315,7 @@ func (s *server) stopForwardAuth() <-chan struct{} {
 }
 
 func (s *server) closeAll() {
+	defer s.stopTracing() // last: closing the rest may still end spans
 	s.extra.close()
 	s.tokens.Close()
 	if s.l2 != nil {
