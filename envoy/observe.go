@@ -32,7 +32,9 @@ func (s *AuthorizationServer) tracedCheck(ctx context.Context, req *authv3.Check
 
 // checkHeaders reads a CheckRequest's headers for the propagators. Envoy
 // sends header names lower-case, as the propagators ask for them.
-type checkHeaders struct{ h *authv3.AttributeContext_HttpRequest }
+type checkHeaders struct {
+	h *authv3.AttributeContext_HttpRequest
+}
 
 func (c checkHeaders) Get(key string) string { return header(c.h, key) }
 func (checkHeaders) Set(string, string)      {} // nothing is written back to Envoy

@@ -3,10 +3,13 @@ package telemetry_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/testclock"
+	"github.com/tokenbroker/tokenbroker/internal/testpeer"
 	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
@@ -143,6 +147,15 @@ routes:
 // `headers` or, with headerMap, in `header_map` (Envoy's encode_raw_headers).
 func (s *stack) check(t *testing.T, host, path string, headerMap bool, hdrs map[string]string) *authv3.CheckResponse {
 	t.Helper()
+	resp, err := s.send(host, path, headerMap, hdrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// send is check for other goroutines than the test's.
+func (s *stack) send(host, path string, headerMap bool, hdrs map[string]string) (*authv3.CheckResponse, error) {
 	h := &authv3.AttributeContext_HttpRequest{Host: host, Path: path, Method: "GET"}
 	if headerMap {
 		h.HeaderMap = &corev3.HeaderMap{}
@@ -152,11 +165,7 @@ func (s *stack) check(t *testing.T, host, path string, headerMap bool, hdrs map[
 	} else {
 		h.Headers = hdrs
 	}
-	resp, err := s.authz.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: h}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return s.authz.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: h}}})
 }
 
 // flush exports every finished span now: no waiting.
@@ -325,5 +334,136 @@ func noSecrets(t *testing.T, raw []byte, secrets ...string) {
 		if bytes.Contains(raw, []byte(s)) {
 			t.Errorf("%q was exported in a span", s)
 		}
+	}
+}
+
+// TestBackgroundRefreshIsItsOwnTrace moves the clock to a token's refresh
+// point: the Check that starts the refresh gets cache=refresh, and the
+// refresh is a new trace linked to that Check, with the mint its child.
+func TestBackgroundRefreshIsItsOwnTrace(t *testing.T) {
+	rcv, endpoint := startReceiver(t, "grpc")
+	s := newStack(t, startTracing(t, "grpc", endpoint), rcv, nil)
+	injectedToken(t, s.check(t, "billing.example.com", "/v1", false, nil))
+	s.tokens.Settle()
+	s.clk.Advance(50 * time.Minute) // past 80% of the hour-long token's usable life
+	injectedToken(t, s.check(t, "billing.example.com", "/v1", false, map[string]string{"traceparent": "00-" + parentTrace + "-" + parentSpan + "-01"}))
+	spans := s.flush(t)
+
+	check := named(byTrace(spans, parentTrace), "Check")
+	if len(check) != 1 || check[0].attr("tokenbroker.cache") != "refresh" {
+		t.Fatalf("the Check at the refresh point: %+v", check)
+	}
+	if n := len(byTrace(spans, parentTrace)); n != 1 {
+		t.Errorf("the refresh is not its own trace: %d spans in the Check's trace", n)
+	}
+	refreshes := named(spans, "refresh")
+	if len(refreshes) != 1 {
+		t.Fatalf("%d refresh spans, want 1", len(refreshes))
+	}
+	r := refreshes[0]
+	if len(r.ParentSpanId) != 0 || len(r.Links) != 1 || hex.EncodeToString(r.Links[0].TraceId) != parentTrace || hex.EncodeToString(r.Links[0].SpanId) != check[0].spanID() {
+		t.Fatalf("refresh span: parent %x, links %v; want a root linked to the Check %s", r.ParentSpanId, r.Links, check[0].spanID())
+	}
+	mints := named(byTrace(spans, r.traceID()), "mint")
+	if len(mints) != 1 || mints[0].parentID() != r.spanID() || mints[0].attr("tokenbroker.mint.result") != "success" {
+		t.Fatalf("refresh's mint: %+v", mints)
+	}
+}
+
+// TestRedisCommandsAreChildrenOfTheCheck runs the cache with the Redis
+// shared tier (a real redis-server): a cold Check's Redis commands are
+// spans in its trace, and none records the command's arguments (sealed
+// tokens, lock owners).
+func TestRedisCommandsAreChildrenOfTheCheck(t *testing.T) {
+	rdb := testpeer.StartRedis(t)
+	rcv, endpoint := startReceiver(t, "http/protobuf")
+	tr := startTracing(t, "http/protobuf", endpoint)
+	sealer, err := cache.NewSealer([][]byte{bytes.Repeat([]byte{7}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := cache.NewRedis(cache.RedisOptions{Addrs: []string{rdb.Addr}, Sealer: sealer, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l2.Close() })
+	s := newStack(t, tr, rcv, l2)
+	token := injectedToken(t, s.check(t, "billing.example.com", "/v1", false, map[string]string{"traceparent": "00-" + parentTrace + "-" + parentSpan + "-01"}))
+	spans := byTrace(s.flush(t), parentTrace)
+
+	check := named(spans, "Check")[0]
+	mint := named(spans, "mint")
+	if len(mint) != 1 || mint[0].parentID() != check.spanID() {
+		t.Fatalf("mint not a child of the Check: %+v", mint)
+	}
+	ids := map[string]bool{}
+	for _, sp := range spans {
+		ids[sp.spanID()] = true
+	}
+	var redisOps []string
+	for _, sp := range spans {
+		if sp.attr("db.system") != "redis" && sp.attr("db.system.name") != "redis" {
+			continue
+		}
+		redisOps = append(redisOps, sp.Name)
+		// A command's parent is the Check (a connection's set-up, such as
+		// HELLO, is a child of the command that dialled).
+		if !ids[sp.parentID()] {
+			t.Errorf("redis %s: parent %s outside the Check's trace", sp.Name, sp.parentID())
+		}
+		for _, kv := range sp.Attributes {
+			if strings.HasPrefix(kv.Key, "db.statement") || strings.HasPrefix(kv.Key, "db.query") || strings.HasPrefix(kv.Key, "code.") {
+				t.Errorf("redis %s records %s", sp.Name, kv.Key)
+			}
+		}
+	}
+	// A miss reads, locks, reads again, stores and releases.
+	if len(redisOps) < 4 {
+		t.Fatalf("redis spans %v, want get, set (lock), get, set, evalsha", redisOps)
+	}
+	noSecrets(t, rcv.raw(), billingSecret, token)
+}
+
+// TestUnreachableCollectorNeverFailsACheck points the exporter at a
+// listener that never accepts (gRPC) and at a closed port (HTTP), sends
+// more Checks than the span queue holds, and sees every one answered OK.
+func TestUnreachableCollectorNeverFailsACheck(t *testing.T) {
+	for _, protocol := range []string{"grpc", "http/protobuf"} {
+		t.Run(protocol, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			endpoint := "http://" + ln.Addr().String()
+			if protocol == "http/protobuf" {
+				ln.Close() // a closed port: connections are refused
+			} else {
+				// A blackhole: the kernel completes handshakes into the
+				// backlog, nobody ever reads. Closing it at the end resets them.
+				t.Cleanup(func() { ln.Close() })
+			}
+			t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "500") // ms: shutdown does not wait long on it
+			tr := startTracing(t, protocol, endpoint)
+			s := newStack(t, tr, &receiver{}, nil)
+			// More Checks than the span queue (2048) holds: spans are
+			// dropped, Checks are not.
+			const workers, each = 8, 270
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for w := range workers {
+				wg.Go(func() {
+					for i := range each {
+						resp, err := s.send("billing.example.com", "/v1", (w+i)%2 == 0, map[string]string{"traceparent": "00-" + parentTrace + "-" + parentSpan + "-01"})
+						if err != nil || resp.GetOkResponse() == nil {
+							failed.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if n := failed.Load(); n > 0 {
+				t.Fatalf("%d of %d Checks not OK with the collector unreachable", n, workers*each)
+			}
+		})
 	}
 }
