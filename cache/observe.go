@@ -87,3 +87,9 @@ func (m *mintCounts) count(err error) {
 // Mints returns how many tokens this cache minted and how many mints
 // failed since it was built.
 func (t *Tokens) Mints() (ok, failed int64) { return t.mints.ok.Load(), t.mints.failed.Load() }
+
+// failure is a failed mint as the status page shows it.
+type failure struct {
+	text string
+	at   time.Time
+}

@@ -107,6 +107,7 @@ type slot struct {
 	lastErr     error
 	lastMint    time.Time
 	lastLatency time.Duration
+	lastFailure failure // the latest failed mint, kept after a success (status page)
 }
 
 // New builds a cache. Call Close to stop background refreshes.
@@ -309,6 +310,7 @@ func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any,
 	if err != nil {
 		s.failures++
 		s.lastErr = err
+		s.lastFailure = failure{err.Error(), now}
 		s.nextAttempt = now.Add(t.backoff(s.failures, err))
 		endMint(span, err, latency, s.nextAttempt.Sub(now))
 		t.opts.Logger.Warn("mint failed",

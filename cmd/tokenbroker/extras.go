@@ -76,6 +76,7 @@ func (x *extras) reconfigure(cfg *config.Config) {
 	x.setPolicies(cfg)
 	if x.page != nil {
 		x.page.SetCredentials(cfg.Credentials)
+		x.page.SetRoutes(cfg.Routes)
 	}
 }
 
@@ -127,6 +128,8 @@ func (x *extras) build(s *server, listen func(what, addr string) (net.Listener, 
 		}()
 	}
 	x.page = status.New(s.tokens, x.broker, x.meter, x.cfg.Credentials)
+	x.page.SetRoutes(x.cfg.Routes)
+	x.page.SetDecisions(s.filterMetrics) // Checks counted where they are decided
 	if err := x.reg.Register(status.NewCollector(x.page)); err != nil {
 		return fmt.Errorf("status metrics: %w", err)
 	}
