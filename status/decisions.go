@@ -168,4 +168,3 @@ func routesOf(routes []config.Route) map[string][]string {
 	}
 	return out
 }
-
