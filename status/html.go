@@ -101,6 +101,8 @@ var funcs = template.FuncMap{
 
 func short(d time.Duration) string {
 	switch {
+	case d > 0 && d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))
 	case d < time.Hour:
@@ -123,7 +125,11 @@ func chart(samples []Sample, now time.Time) template.HTML {
 	)
 	every := 10 * time.Second // the server's sampling interval, read from the samples when it can be
 	if n := len(samples); n >= 2 {
-		every = max(time.Second, samples[n-1].At.Sub(samples[0].At)/time.Duration(n-1))
+		if d := samples[n-1].At.Sub(samples[0].At) / time.Duration(n-1); d >= time.Second {
+			every = d.Round(time.Second)
+		} else if d > 0 {
+			every = max(time.Millisecond, d.Round(10*time.Millisecond))
+		}
 	}
 	span := every * History
 	start := now.Add(-span)
