@@ -226,17 +226,18 @@ broker:
 		t.Error("broker request with a wrong secret was not refused")
 	}
 	// The screenshot first, while the chart still shows the work above.
+	t0 := time.Now()
 	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir()}
 	statusURL := "http://" + p.adminAddr + "/status"
 	shot := filepath.Join(artifacts(t), "status.png")
-	if out, err := exec.CommandContext(ctx, chromium, append(flags, "--screenshot="+shot, "--window-size=1280,2000", "--hide-scrollbars", statusURL)...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, chromium, append(flags, "--screenshot="+shot, "--window-size=1280,1760", "--hide-scrollbars", statusURL)...).CombinedOutput(); err != nil {
 		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
 	}
 	if fi, err := os.Stat(shot); err != nil || fi.Size() < 10000 {
 		t.Errorf("screenshot %s missing or tiny: %v", shot, err)
 	}
-	t.Logf("screenshot: %s", shot)
+	t.Logf("screenshot: %s (%v)", shot, time.Since(t0))
 	byName := map[string]string{}
 	for _, r := range status.Rows {
 		byName[r.Name] = r.State
@@ -351,7 +352,6 @@ broker:
 	if !strings.Contains(page, "59m") {
 		t.Errorf("no countdown like 59m xxs in the rendered page")
 	}
-
 
 	raw := getBody(t, "http://"+p.adminAddr+"/status.json") + page + getBody(t, "http://"+p.adminAddr+"/metrics") + p.logText()
 	for _, secret := range []string{"billing-secret-value", "search-secret-value", "acme-secret-value", "globex-secret-value", "admin-token-value", "devidp.",
