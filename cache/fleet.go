@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,15 +25,16 @@ const (
 // obtainShared gets s a new token through L2. refresh says the slot still
 // holds a valid token that has reached its refresh point: then only a token
 // that has not reached its own refresh point will do.
-func (t *Tokens) obtainShared(s *slot, src credential.Source, refresh bool) (any, error) {
+// ctx has the cache's lifetime and the asking Check's trace (see detach).
+func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Source, refresh bool) (any, error) {
 	l2, name := t.opts.L2, s.key.Name
 	deadline := time.Now().Add(l2.LockWait())
 	delay := firstPoll
 	contended := false
 	for {
-		tok, ok, err := l2.Load(t.ctx, s.key)
+		tok, ok, err := l2.Load(ctx, s.key)
 		if err != nil {
-			return t.mintShared(s, src, false)
+			return t.mintShared(ctx, s, src, false)
 		}
 		if e := t.acceptable(s, tok, ok, refresh); e != nil {
 			if contended {
@@ -40,34 +42,34 @@ func (t *Tokens) obtainShared(s *slot, src credential.Source, refresh bool) (any
 			}
 			return e, nil
 		}
-		release, held, err := l2.Lock(t.ctx, s.key)
+		release, held, err := l2.Lock(ctx, s.key)
 		if err != nil {
-			return t.mintShared(s, src, false)
+			return t.mintShared(ctx, s, src, false)
 		}
 		if held {
 			defer release()
 			// Another replica may have stored its token between our Load and
 			// our Lock (and released the lock): look once more.
-			if tok, ok, err := l2.Load(t.ctx, s.key); err == nil {
+			if tok, ok, err := l2.Load(ctx, s.key); err == nil {
 				if e := t.acceptable(s, tok, ok, refresh); e != nil {
 					return e, nil
 				}
 			}
-			return t.mintShared(s, src, true)
+			return t.mintShared(ctx, s, src, true)
 		}
 		contended = true
 		if !time.Now().Add(delay).Before(deadline) {
 			t.opts.L2Meter.lock(name, "timed_out")
 			t.opts.Logger.Warn("no token from the replica holding the fleet mint lock; minting here",
 				zap.String("credential", name), zap.Duration("waited", l2.LockWait()))
-			return t.mintShared(s, src, true)
+			return t.mintShared(ctx, s, src, true)
 		}
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
-		case <-t.ctx.Done():
+		case <-ctx.Done():
 			timer.Stop()
-			return nil, &UnavailableError{Name: name, Err: t.ctx.Err()}
+			return nil, &UnavailableError{Name: name, Err: ctx.Err()}
 		}
 		delay = min(delay*2, maxPoll)
 	}
@@ -98,13 +100,13 @@ func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *en
 
 // mintShared mints and, when share is set, offers the token to the fleet
 // for the rest of its usable life.
-func (t *Tokens) mintShared(s *slot, src credential.Source, share bool) (any, error) {
-	v, err := t.mint(s, src)
+func (t *Tokens) mintShared(ctx context.Context, s *slot, src credential.Source, share bool) (any, error) {
+	v, err := t.mint(ctx, s, src)
 	if err != nil || !share {
 		return v, err
 	}
 	e := v.(*entry)
-	if err := t.opts.L2.Store(t.ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
+	if err := t.opts.L2.Store(ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
 		t.opts.Logger.Debug("token not shared", zap.String("credential", s.key.Name), zap.Error(err))
 	}
 	return v, nil

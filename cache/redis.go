@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // Shared is a token store shared by a fleet of caches (L2). Tokens calls it
@@ -127,6 +128,9 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		// budget; those notifications are for managed-Redis maintenance.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
+	if err := telemetry.InstrumentRedis(r.client); err != nil { // one span per command while tracing is on
+		opts.Logger.Warn("redis commands not traced", zap.Error(err))
+	}
 	r.br = &breaker{
 		threshold: opts.FailureThreshold,
 		cooldown:  opts.Cooldown,

@@ -23,8 +23,12 @@ type SlotState struct {
 	NextAttempt time.Time // no mint before this instant
 	LastMint    time.Time
 	LastLatency time.Duration
-	Hits        uint64 // lookups answered from cache (mints avoided)
-	Misses      uint64
+	// LastFailure is why the latest failed mint failed (secret-free, as
+	// LastError) and LastFailureAt when; both stay after a later success.
+	LastFailure   string
+	LastFailureAt time.Time
+	Hits          uint64 // lookups answered from cache (mints avoided)
+	Misses        uint64
 }
 
 // Snapshot returns the state of every key, sorted by name then ID.
@@ -39,6 +43,7 @@ func (t *Tokens) Snapshot() []SlotState {
 		}
 		st.Failures, st.NextAttempt = s.failures, s.nextAttempt
 		st.LastMint, st.LastLatency = s.lastMint, s.lastLatency
+		st.LastFailure, st.LastFailureAt = s.lastFailure.text, s.lastFailure.at
 		if s.lastErr != nil {
 			st.LastError = s.lastErr.Error()
 		}

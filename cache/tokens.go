@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // Key names a cached token: ID is the credential's identity hash (never a
@@ -86,6 +87,7 @@ type Tokens struct {
 	ctx    context.Context // cancelled by Close; parent of background refreshes
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
+	mints  mintCounts // for the status chart (observe.go)
 }
 
 // entry is what ristretto holds: an immutable token with its deadlines.
@@ -111,6 +113,7 @@ type slot struct {
 	lastErr     error
 	lastMint    time.Time
 	lastLatency time.Duration
+	lastFailure failure // the latest failed mint, kept after a success (status page)
 }
 
 // New builds a cache. Call Close to stop background refreshes.
@@ -171,14 +174,18 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 	now := t.opts.Now()
 	if e, ok := t.lookup(key.ID); ok && now.Before(e.until) {
 		e.slot.hits.inc()
-		if !now.Before(e.refreshAt) {
-			t.refreshInBackground(e.slot, src, now)
+		outcome := telemetry.CacheHit
+		if !now.Before(e.refreshAt) && t.refreshInBackground(ctx, e.slot, src, now) {
+			outcome = telemetry.CacheRefresh
 		}
+		telemetry.NoteCache(ctx, outcome)
 		return e.tok, nil
 	}
 	s := t.slot(key)
 	s.misses.inc()
-	ch := t.group.DoChan(key.ID, func() (any, error) { return t.fill(s, src) })
+	telemetry.NoteCache(ctx, telemetry.CacheMiss)
+	mctx := t.detach(ctx) // observe.go: the cache's lifetime, the caller's trace
+	ch := t.group.DoChan(key.ID, func() (any, error) { return t.fill(mctx, s, src) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -187,7 +194,7 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 		e := r.Val.(*entry)
 		if !now.Before(e.refreshAt) {
 			// Restored from its slot (a dropped Set, new settings) already due.
-			t.refreshInBackground(e.slot, src, now)
+			t.refreshInBackground(ctx, e.slot, src, now)
 		}
 		return e.tok, nil
 	case <-ctx.Done():
@@ -222,7 +229,7 @@ func (t *Tokens) slot(key Key) *slot {
 
 // fill runs once per key at a time (single-flight): it restores the slot's
 // token when ristretto lost it, or mints a new one.
-func (t *Tokens) fill(s *slot, src credential.Source) (any, error) {
+func (t *Tokens) fill(ctx context.Context, s *slot, src credential.Source) (any, error) {
 	now := t.opts.Now()
 	cur := t.renew(s)
 	if cur != nil && now.Before(cur.until) {
@@ -230,46 +237,53 @@ func (t *Tokens) fill(s *slot, src credential.Source) (any, error) {
 		return cur, nil
 	}
 	if t.shared(s) {
-		return t.obtainShared(s, src, false)
+		return t.obtainShared(ctx, s, src, false)
 	}
-	return t.mint(s, src)
+	return t.mint(ctx, s, src)
 }
 
 // shared reports whether s's token goes through the fleet's shared tier.
 func (t *Tokens) shared(s *slot) bool { return t.opts.L2 != nil && !s.key.Local }
 
 // refreshInBackground starts one refresh for s unless one is running or the
-// last failure asked us to wait.
-func (t *Tokens) refreshInBackground(s *slot, src credential.Source, now time.Time) {
+// last failure asked us to wait, and reports whether it did.
+func (t *Tokens) refreshInBackground(ctx context.Context, s *slot, src credential.Source, now time.Time) bool {
 	if !s.refreshing.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	s.mu.Lock()
 	waiting := now.Before(s.nextAttempt)
 	s.mu.Unlock()
 	if waiting || t.ctx.Err() != nil {
 		s.refreshing.Store(false)
-		return
+		return false
 	}
+	trigger := triggeredBy(ctx) // observe.go
 	t.bg.Add(1)
 	go func() {
 		defer t.bg.Done()
 		defer s.refreshing.Store(false)
+		ctx, end := t.refreshTrace(s, trigger) // its own trace, linked to the Check
+		defer end()
 		// Joining the single-flight means a concurrent foreground miss and this
 		// refresh share one mint.
 		_, _, _ = t.group.Do(s.key.ID, func() (any, error) {
 			if t.shared(s) {
-				return t.obtainShared(s, src, true)
+				return t.obtainShared(ctx, s, src, true)
 			}
-			return t.mint(s, src)
+			return t.mint(ctx, s, src)
 		})
 	}()
+	return true
 }
 
-// mint asks the IdP for a token, honouring back-off after failures.
-func (t *Tokens) mint(s *slot, src credential.Source) (any, error) {
+// mint asks the IdP for a token, honouring back-off after failures. ctx
+// carries the trace of the Check or refresh that asked; it is detached from
+// any one caller's cancellation (see detach).
+func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any, error) {
 	now := t.opts.Now()
 	s.mu.Lock()
+	attempt := s.failures + 1
 	if now.Before(s.nextAttempt) {
 		err := &UnavailableError{Name: s.key.Name, RetryAt: s.nextAttempt, Err: fmt.Errorf("%w: %v", ErrBackoff, s.lastErr)}
 		s.mu.Unlock()
@@ -286,7 +300,7 @@ func (t *Tokens) mint(s *slot, src credential.Source) (any, error) {
 
 	// Detached from any one caller: the mint is shared by every waiter, so one
 	// impatient caller must not cancel it for the rest. The source bounds it.
-	ctx := t.ctx
+	ctx, span := t.startMint(ctx, s.key.Name, attempt) // observe.go
 	start := time.Now()
 	tok, err := src.Token(ctx)
 	latency := time.Since(start)
@@ -295,13 +309,16 @@ func (t *Tokens) mint(s *slot, src credential.Source) (any, error) {
 		err = t.usable(tok, now)
 	}
 	t.opts.Meter.minted(s.key.Name, err, latency)
+	t.mints.count(err)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
 		s.failures++
 		s.lastErr = err
+		s.lastFailure = failure{err.Error(), now}
 		s.nextAttempt = now.Add(t.backoff(s.failures, err))
+		endMint(span, err, latency, s.nextAttempt.Sub(now))
 		t.opts.Logger.Warn("mint failed",
 			zap.String("credential", s.key.Name),
 			zap.Error(err),
@@ -310,6 +327,7 @@ func (t *Tokens) mint(s *slot, src credential.Source) (any, error) {
 		// A still-valid older token keeps being served by the hit path.
 		return nil, &UnavailableError{Name: s.key.Name, RetryAt: s.nextAttempt, Err: err}
 	}
+	endMint(span, nil, latency, 0)
 	e := t.newEntry(s, tok)
 	s.cur, s.failures, s.lastErr, s.nextAttempt = e, 0, nil, time.Time{}
 	s.lastMint, s.lastLatency = now, latency

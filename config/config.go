@@ -20,6 +20,7 @@ type Config struct {
 	ForwardAuth   ForwardAuth            `yaml:"forward_auth"`
 	Broker        Broker                 `yaml:"broker"`
 	Admin         Admin                  `yaml:"admin"`
+	Tracing       *Tracing               `yaml:"tracing"` // OpenTelemetry; nil when absent (tracing.go)
 
 	// File is the path the configuration was read from ("" when parsed from memory).
 	File string `yaml:"-"`

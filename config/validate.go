@@ -105,6 +105,7 @@ func (d *decoder) validate(c *Config) {
 	d.checkDuration(c.Shutdown.Drain, 0, maxShutdownDrain, "shutdown.drain")
 	d.validateBroker(c)
 	d.checkLifetimes(c)
+	d.checkTracing(c.Tracing)
 }
 
 // checkLifetimes requires every default_lifetime to exceed

@@ -17,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 const (
@@ -240,6 +241,7 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 // refusal is an *IdPError, an unusable 2xx answer wraps ErrBadResponse, and a deadline or
 // cancellation still satisfies errors.Is(err, context.DeadlineExceeded / context.Canceled).
 func (cc *ClientCredentials) Token(ctx context.Context) (Token, error) {
+	telemetry.NoteIdP(ctx, cc.host, cc.auth) // on the cache's mint span, when traced
 	resp, err := cc.mint(ctx)
 	if err != nil {
 		return Token{}, fmt.Errorf("token request to %s: %w", cc.host, err)
@@ -329,6 +331,7 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		return Response{}, scrubError(scrubError(err, secret), grantToken)
 	}
 	defer res.Body.Close()
+	telemetry.NoteStatus(ctx, res.StatusCode)
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxBody+1))
 	if err != nil {
 		if ctx.Err() != nil {

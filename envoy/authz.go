@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // Decider is the part of filter.Filter the servers need.
@@ -70,6 +71,13 @@ var (
 // error would take Envoy's failure path (status_on_error or, worse,
 // failure_mode_allow), so "no token" is an explicit 503 denial instead.
 func (s *AuthorizationServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if telemetry.Enabled() {
+		return s.tracedCheck(ctx, req) // observe.go
+	}
+	return s.check(ctx, req)
+}
+
+func (s *AuthorizationServer) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	r := RequestFromCheck(req)
 	return Response(s.decider.Load().Decide(ctx, &r)), nil
 }
@@ -91,6 +99,7 @@ func RequestFromCheck(req *authv3.CheckRequest) filter.Request {
 
 		Principal:     attrs.GetSource().GetPrincipal(),
 		SourceAddress: attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
+		Transport:     filter.TransportGRPC,
 	}
 	if r.Host != "" && r.Path != "" && r.Method != "" {
 		return r

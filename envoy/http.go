@@ -11,6 +11,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/httpserver"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // Forward-auth headers, in the spelling each proxy sends them.
@@ -223,6 +224,14 @@ func NewForwardAuth(cur *Current, envoyPrefix string, log *zap.Logger) *ForwardA
 // ServeHTTP answers 200 with the header to inject when the request may go
 // out, or 403 / 503 with x-tokenbroker-reason and a short JSON body.
 func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if telemetry.Enabled() {
+		f.tracedServe(w, r) // observe.go
+		return
+	}
+	f.serve(w, r)
+}
+
+func (f *ForwardAuth) serve(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store") // the answer may carry a token
 	if r.ContentLength != 0 && r.ProtoMajor == 1 {
@@ -237,8 +246,10 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, err := RequestFromHTTP(r, f.envoyPrefix)
 	if err != nil {
 		f.log.Debug("malformed forward-auth request", zap.Error(err))
-		req = filter.Request{Invalid: err.Error()} // denied with this reason, and counted
+		// Denied with this reason, and counted with what the request line says.
+		req = filter.Request{Invalid: err.Error(), Host: r.Host, Path: r.URL.Path, Method: r.Method}
 	}
+	req.Transport = filter.TransportHTTP
 	d := f.decider.Load().Decide(r.Context(), &req)
 	if !d.Allowed {
 		deny(w, d.Status, d.Reason)

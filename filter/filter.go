@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tokenbroker/tokenbroker/budget"
@@ -47,6 +46,9 @@ type Request struct {
 	// (e.g. "invalid UTF-8"); Decide denies it with that reason, whatever
 	// default_action says: nothing is known about where it goes.
 	Invalid string
+
+	// Transport is TransportGRPC or TransportHTTP, for the status page.
+	Transport string
 }
 
 // Bounds on what a request may carry. Both transports apply them (through
@@ -100,6 +102,7 @@ type Filter struct {
 	tokens       *cache.Tokens
 	log          *zap.Logger
 	m            *Metrics
+	routeNames   map[*route]string // for spans; nil while tracing is off (observe.go)
 }
 
 // binding joins a credential's name, cache key, source and header format.
@@ -112,6 +115,7 @@ type binding struct {
 	formatted      atomic.Pointer[formatted]
 	sources        *sourcePolicy      // nil: any caller
 	changer        credential.Changer // non-nil for sources whose value can change in place
+	checks         *checkCounts       // this credential's Check counts (checks.go)
 }
 
 // formatted memoises the header value of the current token so the hit path
@@ -152,6 +156,7 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 			suffix:  suffix,
 			sources: newSourcePolicy(c.AllowedSources),
 			changer: changer,
+			checks:  m.counts(name),
 		}
 		if len(c.AllowedSources) == 0 {
 			log.Warn("credential has no allowed_sources: any caller that reaches tokenbroker can use it",
@@ -159,6 +164,7 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 		}
 	}
 	f.routes = newTable(cfg.Routes, f.bindings)
+	f.routeNames = nameRoutes(f.routes)
 	return f, nil
 }
 
@@ -173,64 +179,65 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 	switch {
 	case r.Invalid != "":
-		return f.malformed(r.Invalid)
+		return f.malformed(r, r.Invalid)
 	case len(r.Host) > MaxHostBytes:
-		return f.malformed(ReasonHostTooLong)
+		return f.malformed(r, ReasonHostTooLong)
 	case len(r.Path) > MaxPathBytes:
-		return f.malformed(ReasonPathTooLong)
+		return f.malformed(r, ReasonPathTooLong)
 	}
 	path, pathOK := canonpath.Canonical(r.Path)
 	b, remove, known := f.pick(r, path, pathOK)
+	f.trace(ctx, r, path, b) // observe.go
 	if b == nil {
 		if known && !pathOK {
-			f.m.ambiguous.Inc()
+			f.m.deny(r, nil, AmbiguousPath, ReasonAmbiguousPath, r.Credential)
 			return Decision{Status: http.StatusForbidden, Reason: ReasonAmbiguousPath}
 		}
 		if r.Credential != "" {
-			f.m.unknown.Inc()
-			return Decision{Status: http.StatusForbidden, Reason: "unknown credential"}
+			f.m.deny(r, nil, UnknownCredential, ReasonUnknownCredential, r.Credential)
+			return Decision{Status: http.StatusForbidden, Reason: ReasonUnknownCredential}
 		}
 		if f.defaultAllow {
-			f.m.passThrough.Inc()
+			f.m.none.add(PassThrough)
 			return Decision{Allowed: true}
 		}
-		f.m.noRoute.Inc()
-		return Decision{Status: http.StatusForbidden, Reason: "no route"}
+		f.m.deny(r, nil, NoRoute, ReasonNoRoute, "")
+		return Decision{Status: http.StatusForbidden, Reason: ReasonNoRoute}
 	}
 	if !b.sources.allows(r.Principal, r.SourceAddress) {
-		f.m.sourceDenied.Inc()
+		f.m.deny(r, b.checks, SourceNotAllowed, ReasonSourceNotAllowed, b.name)
 		f.log.Warn("source not allowed to use credential",
 			zap.String("credential", b.name),
 			zap.String("principal", r.Principal),
 			zap.String("source_address", r.SourceAddress),
 			zap.String("host", r.Host))
-		return Decision{Status: http.StatusForbidden, Reason: "source not allowed", Credential: b.name}
+		return Decision{Status: http.StatusForbidden, Reason: ReasonSourceNotAllowed, Credential: b.name}
 	}
 	if b.changer != nil && b.changer.Changed() {
 		f.tokens.Invalidate(b.key)
 	}
 	tok, err := f.tokens.Get(ctx, b.key, b.src)
 	if err != nil {
-		f.m.unavailable.Inc()
 		// Debug, not Warn: the cache already logs each failed mint once, and
 		// an outage must not turn every denied request into a log line.
 		f.log.Debug("no token for request",
 			zap.String("credential", b.name),
 			zap.String("host", r.Host),
 			zap.Error(err))
-		reason := "token unavailable"
+		reason, outcome := ReasonTokenUnavailable, TokenUnavailable
 		if _, ok := errors.AsType[*budget.ExceededError](err); ok {
-			reason = "mint budget used up"
+			reason, outcome = ReasonBudget, BudgetUsedUp
 		}
+		f.m.deny(r, b.checks, outcome, reason, b.name)
 		return Decision{Status: http.StatusServiceUnavailable, Reason: reason, Credential: b.name}
 	}
-	f.m.ok.Inc()
+	b.checks.add(Allowed)
 	return Decision{Allowed: true, Credential: b.name, Header: Header{Name: b.header, Value: b.value(tok)}, Remove: remove}
 }
 
 // malformed denies a request that cannot be read or exceeds a bound.
-func (f *Filter) malformed(reason string) Decision {
-	f.m.malformed.Inc()
+func (f *Filter) malformed(r *Request, reason string) Decision {
+	f.m.deny(r, nil, Malformed, reason, "")
 	return Decision{Status: http.StatusForbidden, Reason: reason}
 }
 
@@ -267,32 +274,4 @@ func (b *binding) value(tok credential.Token) string {
 	v := b.prefix + token + b.suffix
 	b.formatted.Store(&formatted{token: token, value: v})
 	return v
-}
-
-// Metrics count Checks by result, whichever transport they came through.
-type Metrics struct {
-	ok, passThrough, noRoute, unknown, unavailable prometheus.Counter
-	sourceDenied, ambiguous, malformed             prometheus.Counter
-}
-
-// NewMetrics creates the filter metrics and registers them with reg (nil: not registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	v := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokenbroker_checks_total",
-		Help: "Authorization checks by result: ok (token injected), pass_through (no route, default_action allow), no_route, unknown_credential, unavailable (no token obtainable), source_not_allowed (caller not in the credential's allowed_sources), ambiguous_path (a path whose meaning depends on who decodes it), malformed (unreadable, or over a size bound).",
-	}, []string{"result"})
-	if reg != nil {
-		reg.MustRegister(v)
-	}
-	return &Metrics{
-		ok:          v.WithLabelValues("ok"),
-		passThrough: v.WithLabelValues("pass_through"),
-		noRoute:     v.WithLabelValues("no_route"),
-		unknown:     v.WithLabelValues("unknown_credential"),
-		unavailable: v.WithLabelValues("unavailable"),
-
-		sourceDenied: v.WithLabelValues("source_not_allowed"),
-		ambiguous:    v.WithLabelValues("ambiguous_path"),
-		malformed:    v.WithLabelValues("malformed"),
-	}
 }

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,8 +87,12 @@ routes:
 	if d.Allowed || d.Status != 403 || d.Reason != "source not allowed" || d.Header.Value != "" {
 		t.Fatalf("decision %+v", d)
 	}
-	if got := testutil.ToFloat64(m.sourceDenied); got != 1 {
-		t.Fatalf("source_not_allowed counted %v times", got)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP tokenbroker_credential_checks_total Authorization checks by credential and result: allowed, source_not_allowed, token_unavailable, budget. Credentials past the series limit share credential="_other".
+# TYPE tokenbroker_credential_checks_total counter
+tokenbroker_credential_checks_total{credential="k",result="source_not_allowed"} 1
+`), "tokenbroker_credential_checks_total"); err != nil {
+		t.Fatalf("source_not_allowed not counted for the credential: %v", err)
 	}
 	if d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/a/sa/x"}); !d.Allowed || d.Header.Value != "Bearer the-key" {
 		t.Fatalf("allowed principal: %+v", d)

@@ -15,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/budget"
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/filter"
 )
 
 // History is how many samples the chart keeps.
@@ -26,18 +27,23 @@ type Page struct {
 	broker  atomic.Pointer[broker.Broker] // nil when the broker is off; swapped by a reload
 	meter   *budget.Meter
 	creds   atomic.Pointer[map[string]*config.Credential] // swapped by a configuration reload
+	routes  atomic.Pointer[map[string][]string]           // credential -> its routes, swapped by a reload
 	refresh time.Duration
-	mints   atomic.Int64 // mint attempts, counted by the cache gate
 
-	mu      sync.Mutex // guards samples and last
+	decisions atomic.Pointer[Decisions] // the filter's Check counts; nil: none yet
+
+	mu      sync.Mutex // guards samples, last and win
 	samples []Sample
 	last    Sample
+	win     windows
 }
 
-// Sample is the mints and Checks in one interval of the chart.
+// Sample is the Checks (decisions, every outcome), mints and failed mints
+// in the interval of the chart that ends At.
 type Sample struct {
 	At     time.Time `json:"at"`
 	Mints  int64     `json:"mints"`
+	Failed int64     `json:"failed_mints"`
 	Checks int64     `json:"checks"`
 }
 
@@ -55,8 +61,19 @@ func (p *Page) SetCredentials(creds map[string]*config.Credential) { p.creds.Sto
 // SetBroker replaces the broker whose clients the page lists (nil: off).
 func (p *Page) SetBroker(b *broker.Broker) { p.broker.Store(b) }
 
-// CountMint records one mint attempt for the chart.
-func (p *Page) CountMint() { p.mints.Add(1) }
+// SetRoutes replaces the routes shown with each credential (after a reload).
+func (p *Page) SetRoutes(routes []config.Route) {
+	r := routesOf(routes)
+	p.routes.Store(&r)
+}
+
+// SetDecisions makes the page count Checks from d (the filter's metrics,
+// which outlive reloads).
+func (p *Page) SetDecisions(d Decisions) { p.decisions.Store(&d) }
+
+// CountMint is kept for callers: the chart now counts mints and failed
+// mints where they happen, in the cache.
+func (p *Page) CountMint() {}
 
 // Row is one credential or broker client.
 type Row struct {
@@ -77,6 +94,11 @@ type Row struct {
 	BudgetWindow  string    `json:"budget_window,omitempty"`
 	BudgetPercent float64   `json:"budget_percent"`
 	Enforce       bool      `json:"budget_enforced"`
+	Routes        []string  `json:"routes"`
+	LastFailure   string    `json:"last_failure,omitempty"` // why the latest failed mint failed, even after recovery
+	LastFailureAt time.Time `json:"last_failure_at,omitzero"`
+	ChecksHour    Counts    `json:"checks_hour"`
+	ChecksDay     Counts    `json:"checks_day"`
 	Requests      int64     `json:"requests"`
 	Hits          int64     `json:"served_from_cache"`
 	HitRatio      float64   `json:"hit_ratio"`
@@ -94,24 +116,35 @@ type Data struct {
 	TotalSpent   float64   `json:"dollars_spent_30d"`
 	TotalHits    int64     `json:"served_from_cache"`
 	TotalMints30 int64     `json:"mints_30d"`
+	// Checks are every credential's Checks by outcome over the last hour
+	// and day; ChecksHour and ChecksDay add them all up.
+	Checks     []CheckRow      `json:"checks"`
+	ChecksHour Counts          `json:"checks_hour"`
+	ChecksDay  Counts          `json:"checks_day"`
+	Denials    []filter.Denial `json:"recent_denials"`
 }
 
 // Sample closes one chart interval; the server calls it on a ticker.
+// Checks are counted from the filter's decisions (allowed and denied, on
+// both transports), mints from the cache.
 func (p *Page) Sample() {
 	var checks int64
-	for _, s := range p.tokens.Snapshot() {
-		if !broker.Owns(s.Key) {
-			checks += int64(s.Hits + s.Misses)
+	var byCred []filter.CredentialChecks
+	if d := p.decisions.Load(); d != nil {
+		byCred = (*d).Checks()
+		for _, c := range byCred {
+			for _, n := range c.Counts {
+				checks += n
+			}
 		}
 	}
-	if b := p.broker.Load(); b != nil {
-		checks += b.Requests() // Clients lists only some clients
-	}
-	cur := Sample{At: p.tokens.Now(), Mints: p.mints.Load(), Checks: checks}
+	ok, failed := p.tokens.Mints()
+	cur := Sample{At: p.tokens.Now(), Mints: ok, Failed: failed, Checks: checks}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.win.sample(cur.At, byCred)
 	if !p.last.At.IsZero() {
-		p.samples = append(p.samples, Sample{At: cur.At, Mints: cur.Mints - p.last.Mints, Checks: cur.Checks - p.last.Checks})
+		p.samples = append(p.samples, Sample{At: cur.At, Mints: cur.Mints - p.last.Mints, Failed: cur.Failed - p.last.Failed, Checks: cur.Checks - p.last.Checks})
 		if len(p.samples) > History {
 			p.samples = p.samples[len(p.samples)-History:]
 		}
@@ -130,8 +163,25 @@ func (p *Page) Data() Data {
 		byName[s.Key.Name] = append(byName[s.Key.Name], s)
 	}
 	d := Data{Now: now}
+	p.mu.Lock()
+	d.Checks = p.win.rows(now)
+	p.mu.Unlock()
+	checksOf := make(map[string]CheckRow, len(d.Checks))
+	for _, c := range d.Checks {
+		checksOf[c.Credential] = c
+		d.ChecksHour.add(c.Hour)
+		d.ChecksDay.add(c.Day)
+	}
+	if dec := p.decisions.Load(); dec != nil {
+		d.Denials = (*dec).Recent()
+	}
+	var routes map[string][]string
+	if r := p.routes.Load(); r != nil {
+		routes = *r
+	}
 	for name, cr := range *p.creds.Load() {
-		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint}
+		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes[name],
+			ChecksHour: checksOf[name].Hour, ChecksDay: checksOf[name].Day}
 		for _, s := range byName[name] {
 			r.fold(s, now)
 			r.Requests += int64(s.Hits + s.Misses)
@@ -211,6 +261,9 @@ func (r *Row) fold(s cache.SlotState, now time.Time) {
 	}
 	if s.LastError != "" {
 		r.LastError = s.LastError
+	}
+	if s.LastFailure != "" && s.LastFailureAt.After(r.LastFailureAt) {
+		r.LastFailure, r.LastFailureAt = s.LastFailure, s.LastFailureAt
 	}
 }
 

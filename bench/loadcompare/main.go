@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -48,6 +50,7 @@ func main() {
 	conns := flag.Int("connections", 1, "ghz gRPC connections")
 	rate := flag.Int("rate", 0, "fixed request rate per second (0 = as fast as possible)")
 	timeout := flag.Duration("timeout", 0, "bound on the whole run (default: derived from rounds and duration)")
+	flag.Float64Var(&traceRatio, "trace-ratio", 0, "trace tokenbroker's Checks with this sampler ratio (e.g. 0.01) to an OTLP/HTTP receiver in this process (0 = tracing off)")
 	flag.Parse()
 	if *timeout == 0 {
 		*timeout = time.Duration(*rounds)*2*(*duration+15*time.Second) + 3*time.Minute
@@ -68,6 +71,9 @@ type result struct {
 	Errors  int64 // gRPC errors; denials are counted from tokenbroker's metrics
 	Average time.Duration
 }
+
+// traceRatio is -trace-ratio.
+var traceRatio float64
 
 func run(ctx context.Context, rounds int, d time.Duration, conc, conns, rate int) error {
 	ghz, err := findGhz()
@@ -113,7 +119,24 @@ routes:
 `), 0o600); err != nil {
 		return err
 	}
-	tb, err := startServer(ctx, filepath.Join(tmp, "tokenbroker"), "serve", "--config", cfg, "--log-level", "info")
+	var env []string
+	var spans *spanSink
+	if traceRatio > 0 {
+		// A receiver that takes OTLP/HTTP and counts requests, so the
+		// exporter's cost is real but the collector's is not measured.
+		spans = &spanSink{}
+		sl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ss := &http.Server{Handler: spans, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ss.Serve(sl) }()
+		defer ss.Close()
+		env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + sl.Addr().String(), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+			"OTEL_TRACES_SAMPLER=parentbased_traceidratio", fmt.Sprintf("OTEL_TRACES_SAMPLER_ARG=%g", traceRatio)}
+		fmt.Printf("tracing tokenbroker's Checks: ratio %g, OTLP/HTTP to %s\n", traceRatio, sl.Addr())
+	}
+	tb, err := startServerEnv(ctx, env, filepath.Join(tmp, "tokenbroker"), "serve", "--config", cfg, "--log-level", "info")
 	if err != nil {
 		return err
 	}
@@ -178,6 +201,9 @@ routes:
 		return err
 	}
 	fmt.Printf("  tokenbroker answers by result: %s\n", checks)
+	if spans != nil {
+		fmt.Printf("  OTLP export requests received: %d (%d bytes)\n", spans.requests.Load(), spans.bytes.Load())
+	}
 	if totals[1].Errors > 0 || totals[0].Errors > 0 || !onlyOK(checks) {
 		return errors.New("some Checks failed")
 	}
@@ -256,7 +282,15 @@ type server struct {
 }
 
 func startServer(ctx context.Context, bin string, args ...string) (*server, error) {
+	return startServerEnv(ctx, nil, bin, args...)
+}
+
+// startServerEnv is startServer with extra environment variables.
+func startServerEnv(ctx context.Context, env []string, bin string, args ...string) (*server, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -373,4 +407,16 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// spanSink answers OTLP/HTTP export requests with an empty success and
+// counts them.
+type spanSink struct{ requests, bytes atomic.Int64 }
+
+func (s *spanSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n, _ := io.Copy(io.Discard, r.Body)
+	s.requests.Add(1)
+	s.bytes.Add(n)
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.WriteHeader(http.StatusOK) // an empty ExportTraceServiceResponse is zero bytes
 }

@@ -45,6 +45,7 @@ type assembly struct {
 	log *zap.Logger
 	reg *prometheus.Registry
 
+	tracer      *tracer // tracing: and OTEL_*, first to start and last to stop
 	fleet       *fleetTier
 	budgets     *budgets
 	tokens      *tokenCache
@@ -122,19 +123,20 @@ func newAssembly(log *zap.Logger) *assembly {
 	processKey := make([]byte, 32) // the broker's binding key without broker.binding_key_file
 	_, _ = rand.Read(processKey)
 
+	a.tracer = &tracer{log: log}
 	a.fleet = newFleetTier(log, reg)
 	a.budgets = newBudgets(a.fleet, log, reg)
 	a.tokens = &tokenCache{log: log, reg: reg, fleet: a.fleet, mayMint: a.mayMint}
 	a.broker = &brokerEndpoint{log: log, reg: reg, tokens: a.tokens, budgets: a.budgets, processKey: processKey}
 	a.decisions = &decisions{log: log, tokens: a.tokens, metrics: filter.NewMetrics(reg)}
 	adminHandler := admin.New(reg)
-	a.status = &statusPage{reg: reg, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
+	a.status = &statusPage{reg: reg, decisions: a.decisions.metrics, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
 	a.admin = newAdminListener(adminHandler, a, log)
 	a.grpc = newGRPCListener(&a.decisions.current, log)
 	a.forwardAuth = newForwardAuthListener(&a.decisions.current, log)
 	a.brokerHTTP = newBrokerListener(a.broker, log)
 
-	a.core = []component{a.fleet, a.budgets, a.tokens, a.broker, a.decisions, a.status, a.admin}
+	a.core = []component{a.tracer, a.fleet, a.budgets, a.tokens, a.broker, a.decisions, a.status, a.admin}
 	a.serving = []component{a.grpc, a.forwardAuth, a.brokerHTTP}
 	return a
 }

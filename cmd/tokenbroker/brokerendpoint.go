@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
 // brokerEndpoint is broker.*: the token endpoint's upstreams, limits,
@@ -81,7 +82,7 @@ func (e *brokerEndpoint) apply(cfg *config.Config) (change, error) {
 			return change{}, fmt.Errorf("broker: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle(cfg.Broker.Path, b)
+		mux.Handle(cfg.Broker.Path, telemetry.WrapHandler("broker token request", cfg.Broker.Path, b))
 		next = &brokerInForce{b: b, mux: mux, metrics: metrics}
 	}
 	return change{

@@ -22,11 +22,15 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
-// TestStatusPageInBrowser runs the binary with two credentials and the
-// broker, sends Checks and broker requests, invalidates a credential with
-// the CLI, and loads /status in headless Chromium: the credential rows, the
-// countdown and the budget bar must be there, and no token or secret on the
-// page, in /status.json or in the logs. The screenshot goes to artifacts/.
+// TestStatusPageInBrowser runs the binary with credentials and the broker,
+// sends Checks (allowed and denied for every reason, over gRPC and HTTP) and
+// broker requests, invalidates a credential with the CLI, and loads /status
+// in headless Chromium: the credential rows with their routes and last
+// failure, the countdown, the budget bar, the chart's axes and mint marks,
+// Checks by credential and reason, and the recent denials must be there; the
+// counts are the Checks sent; no token or secret on the page, in
+// /status.json or in the logs, and no external link. The screenshot goes to
+// artifacts/ (docs/status.png is a copy).
 func TestStatusPageInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs Chromium")
@@ -41,6 +45,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	idp := devidp.New(devidp.Options{Clients: map[string]string{
 		"svc-billing": "billing-secret-value", "svc-search": "search-secret-value",
 		"cust-acme": "acme-secret-value", "cust-globex": "globex-secret-value",
+		"svc-payments": "payments-secret-value", "svc-reports": "the-real-reports-secret",
 	}})
 	idpSrv := httptest.NewServer(idp)
 	defer idpSrv.Close()
@@ -53,6 +58,7 @@ listen:
   grpc: 127.0.0.1:0
   admin: 127.0.0.1:0
   broker: 127.0.0.1:0
+  http: 127.0.0.1:0
 admin:
   token_file: `+adminToken+`
 credentials:
@@ -68,11 +74,25 @@ credentials:
     client_secret: search-secret-value
     cost_per_mint: 0.001
     budget: {mints: 2, per: 1h, enforce: true}
+  payments:
+    token_url: `+idpSrv.URL+`/oauth/token
+    client_id: svc-payments
+    client_secret: payments-secret-value
+    allowed_sources: ["spiffe://cluster.local/ns/payments/sa/api"]
+  reports:
+    token_url: `+idpSrv.URL+`/oauth/token
+    client_id: svc-reports
+    client_secret: reports-wrong-secret-value
 routes:
   - host: billing.example.com
     credential: billing
   - host: search.example.com
     credential: search
+  - host: payments.example.com
+    path_prefix: /v1
+    credential: payments
+  - host: reports.example.com
+    credential: reports
 broker:
   upstreams:
     - name: auth0
@@ -82,20 +102,30 @@ broker:
       limit: {mints: 10, per: 1h}
       budget: {mints: 100, per: 720h}
 `)
-	p := startBinary(t, cfg, "TOKENBROKER_STATUS_SAMPLE_EVERY=100ms")
+	p := startBinary(t, cfg, "TOKENBROKER_STATUS_SAMPLE_EVERY=300ms")
 	brokerAddr := servingField(t, p, "broker")
 	conn := dial(t, p.grpcAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	authz := authv3.NewAuthorizationClient(conn)
-	check := func(host string) {
-		_, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: host, Path: "/", Method: "GET"}},
-		}})
+	sent := 0 // every Check and forward-auth request: the page must count each
+	checkAs := func(host, path, principal, credential string) *authv3.CheckResponse {
+		attrs := &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: host, Path: path, Method: "GET",
+				Headers: map[string]string{"authorization": "Bearer caller-header-value"}}},
+			Source: &authv3.AttributeContext_Peer{Principal: principal},
+		}
+		if credential != "" {
+			attrs.ContextExtensions = map[string]string{"credential": credential}
+		}
+		r, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: attrs})
 		if err != nil {
 			t.Fatal(err)
 		}
+		sent++
+		return r
 	}
+	check := func(host string) { checkAs(host, "/", "", "") }
 	brokerReq := func(id, secret string) int {
 		res, err := http.PostForm("http://"+brokerAddr+"/oauth/token", url.Values{
 			"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {secret}, "audience": {"https://api.example.com"}})
@@ -165,9 +195,49 @@ broker:
 			t.Errorf("denial does not say why: %v", r)
 		}
 	}
+	sent += 2 // the two Checks above
+	// One Check for each other denial reason, and a malformed forward-auth request.
+	for _, c := range []struct{ host, path, principal, credential, reason string }{
+		{"nowhere.example.com", "/admin/users?token=query-secret-value", "", "", "no route"},
+		{"billing.example.com", "/", "", "no-such-credential", "unknown credential"},
+		{"payments.example.com", "/v1/charges", "spiffe://cluster.local/ns/batch/sa/intruder", "", "source not allowed"},
+		{"reports.example.com", "/daily", "", "", "token unavailable"},
+	} {
+		r := checkAs(c.host, c.path, c.principal, c.credential)
+		if r.GetDeniedResponse() == nil || r.GetStatus().GetMessage() != c.reason {
+			t.Fatalf("Check to %s: %v, want denied %q", c.host, r, c.reason)
+		}
+	}
+	fwdAddr := servingField(t, p, "http")
+	req, _ := http.NewRequest("GET", "http://"+fwdAddr+"/", nil)
+	req.Header.Set("X-Forwarded-Uri", "/a")
+	req.Header.Set("X-Original-URI", "/b")
+	req.Header.Set("X-Forwarded-Host", "billing.example.com")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 403 {
+		t.Fatalf("malformed forward-auth request: %d", res.StatusCode)
+	}
+	sent++
 	if brokerReq("cust-acme", "wrong-secret") != 401 {
 		t.Error("broker request with a wrong secret was not refused")
 	}
+	// The screenshot first, while the chart still shows the work above.
+	t0 := time.Now()
+	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir()}
+	statusURL := "http://" + p.adminAddr + "/status"
+	shot := filepath.Join(artifacts(t), "status.png")
+	if out, err := exec.CommandContext(ctx, chromium, append(flags, "--screenshot="+shot, "--window-size=1280,1760", "--hide-scrollbars", statusURL)...).CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(shot); err != nil || fi.Size() < 10000 {
+		t.Errorf("screenshot %s missing or tiny: %v", shot, err)
+	}
+	t.Logf("screenshot: %s (%v)", shot, time.Since(t0))
 	byName := map[string]string{}
 	for _, r := range status.Rows {
 		byName[r.Name] = r.State
@@ -180,19 +250,102 @@ broker:
 			t.Errorf("status.json row %q state %q, want fresh (rows %v)", n, byName[n], byName)
 		}
 	}
+	// Counts come from decisions: every Check sent, by credential and reason.
+	var decided struct {
+		Hour   map[string]int64 `json:"checks_hour"`
+		Checks []struct {
+			Credential string
+			Hour       map[string]int64 `json:"hour"`
+		} `json:"checks"`
+		Denials []map[string]string `json:"recent_denials"`
+		Rows    []struct {
+			Name        string
+			Routes      []string
+			LastFailure string `json:"last_failure"`
+		} `json:"rows"`
+		Samples []struct {
+			Failed int64 `json:"failed_mints"`
+			Mints  int64
+		} `json:"samples"`
+	}
+	// The page samples every 300ms; read until the last Checks are in (bounded).
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		getJSON(t, "http://"+p.adminAddr+"/status.json", &decided)
+		var total int64
+		for _, n := range decided.Hour {
+			total += n
+		}
+		if total >= int64(sent) {
+			break
+		}
+	}
+	var total int64
+	for _, n := range decided.Hour {
+		total += n
+	}
+	if total != int64(sent) {
+		t.Errorf("status.json counts %d Checks in the last hour, %d were sent: %v", total, sent, decided.Hour)
+	}
+	for reason, want := range map[string]int64{"no_route": 1, "unknown_credential": 1, "source_not_allowed": 1, "token_unavailable": 1, "budget": 1, "malformed": 1} {
+		if decided.Hour[reason] != want {
+			t.Errorf("checks_hour.%s = %d, want %d", reason, decided.Hour[reason], want)
+		}
+	}
+	perCred := map[string]map[string]int64{}
+	for _, c := range decided.Checks {
+		perCred[c.Credential] = c.Hour
+	}
+	if perCred["payments"]["source_not_allowed"] != 1 || perCred["search"]["budget"] != 1 || perCred["reports"]["token_unavailable"] != 1 || perCred[""]["no_route"] != 1 {
+		t.Errorf("per-credential counts %v", perCred)
+	}
+	if len(decided.Denials) != 6 || decided.Denials[0]["transport"] != "http" || decided.Denials[1]["transport"] != "grpc" {
+		t.Errorf("recent denials %v", decided.Denials)
+	}
+	for _, d := range decided.Denials {
+		if d["reason"] == "no route" && (d["path_segment"] != "/admin" || d["host"] != "nowhere.example.com") {
+			t.Errorf("no-route denial %v", d)
+		}
+		if d["reason"] == "source not allowed" && d["source_principal"] != "spiffe://cluster.local/ns/batch/sa/intruder" {
+			t.Errorf("source denial %v", d)
+		}
+	}
+	for _, r := range decided.Rows {
+		switch r.Name {
+		case "payments":
+			if len(r.Routes) != 1 || r.Routes[0] != "payments.example.com/v1" {
+				t.Errorf("payments routes %v", r.Routes)
+			}
+		case "reports":
+			if !strings.Contains(r.LastFailure, "invalid_client") {
+				t.Errorf("reports last failure %q", r.LastFailure)
+			}
+		}
+	}
+	var failed int64
+	for _, s := range decided.Samples {
+		failed += s.Failed
+	}
+	if failed < 1 {
+		t.Error("no failed mint in the chart's samples")
+	}
 
-	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir()}
-	statusURL := "http://" + p.adminAddr + "/status"
 	dom, err := exec.CommandContext(ctx, chromium, append(flags, "--dump-dom", statusURL)...).Output()
 	if err != nil {
 		t.Fatalf("chromium --dump-dom: %v", err)
 	}
 	page := string(dom)
 	for _, want := range []string{`class="row" data-kind="credential"`, ">billing<", ">search<", ">cust-acme<",
-		`class="countdown" data-expires=`, `class="track"><div class="bar`, `<svg class="chart"`, `class="mints" points=`} {
+		`class="countdown" data-expires=`, `class="track"><div class="bar`, `<svg class="chart"`, `<circle class="mint"`, `<path class="failed"`,
+		">time (UTC)<", ">Checks / 300ms<", `<div>payments.example.com/v1</div>`, "invalid_client",
+		`<tr class="checkrow" data-credential="payments">`, `<tr class="denial">`, ">gRPC<", ">HTTP<", ">/admin<", ">source not allowed<",
+		">spiffe://cluster.local/ns/batch/sa/intruder<", ">mint budget used up<", ">conflicting X-Forwarded-Uri and X-Original-URI<"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("rendered /status lacks %q", want)
+		}
+	}
+	for _, ext := range []string{"href=", "src=", "https://", "http://"} {
+		if strings.Contains(page, ext) {
+			t.Errorf("the page links out: %s", ext)
 		}
 	}
 	// The countdown was rendered by the page's script in the browser.
@@ -200,17 +353,9 @@ broker:
 		t.Errorf("no countdown like 59m xxs in the rendered page")
 	}
 
-	shot := filepath.Join(artifacts(t), "status.png")
-	if out, err := exec.CommandContext(ctx, chromium, append(flags, "--screenshot="+shot, "--window-size=1280,900", "--hide-scrollbars", statusURL)...).CombinedOutput(); err != nil {
-		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
-	}
-	if fi, err := os.Stat(shot); err != nil || fi.Size() < 10000 {
-		t.Errorf("screenshot %s missing or tiny: %v", shot, err)
-	}
-	t.Logf("screenshot: %s", shot)
-
 	raw := getBody(t, "http://"+p.adminAddr+"/status.json") + page + getBody(t, "http://"+p.adminAddr+"/metrics") + p.logText()
-	for _, secret := range []string{"billing-secret-value", "search-secret-value", "acme-secret-value", "globex-secret-value", "admin-token-value", "devidp."} {
+	for _, secret := range []string{"billing-secret-value", "search-secret-value", "acme-secret-value", "globex-secret-value", "admin-token-value", "devidp.",
+		"payments-secret-value", "reports-wrong-secret-value", "caller-header-value", "query-secret-value"} {
 		if strings.Contains(raw, secret) {
 			t.Errorf("%q appears on the status page, status.json, metrics or logs", secret)
 		}

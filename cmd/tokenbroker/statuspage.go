@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/admin"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/status"
 )
 
@@ -22,11 +23,12 @@ const sampleEvery = 10 * time.Second
 // statusPage is the admin listener's /status and /status.json and the cost
 // metrics: what the cache holds, for the credentials and the broker in force.
 type statusPage struct {
-	reg     prometheus.Registerer
-	tokens  *tokenCache
-	broker  *brokerEndpoint
-	budgets *budgets
-	admin   *admin.Server
+	reg       prometheus.Registerer
+	decisions *filter.Metrics // Checks counted where they are decided
+	tokens    *tokenCache
+	broker    *brokerEndpoint
+	budgets   *budgets
+	admin     *admin.Server
 
 	page         atomic.Pointer[status.Page] // nil until start
 	stopSampling chan struct{}
@@ -35,6 +37,8 @@ type statusPage struct {
 
 func (s *statusPage) start(cfg *config.Config) error {
 	p := status.New(s.tokens.Tokens, s.broker.current(), s.budgets.meter, cfg.Credentials)
+	p.SetRoutes(cfg.Routes)
+	p.SetDecisions(s.decisions)
 	if err := s.reg.Register(status.NewCollector(p)); err != nil {
 		return fmt.Errorf("status metrics: %w", err)
 	}
@@ -67,6 +71,7 @@ func (s *statusPage) apply(cfg *config.Config) (change, error) {
 	return change{commit: func() {
 		p := s.page.Load()
 		p.SetCredentials(cfg.Credentials)
+		p.SetRoutes(cfg.Routes)
 		p.SetBroker(s.broker.current()) // committed before this
 	}}, nil
 }

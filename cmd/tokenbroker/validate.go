@@ -65,7 +65,7 @@ func reloadReport(cfg *config.Config) string {
 			fixed = append(fixed, l.name+" (port "+port+")")
 		}
 	}
-	msg := "every setting reloads without a restart"
+	msg := "every setting reloads without a restart but tracing (the tracer is built at start)"
 	if len(fixed) > 0 {
 		msg += "; restart-only: another host on the same port for " + strings.Join(fixed, ", ")
 	}
