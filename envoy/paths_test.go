@@ -196,13 +196,14 @@ func (corrupting) Unmarshal(data mem.BufferSlice, v any) error {
 	return encoding.GetCodecV2(proto.Name).Unmarshal(data, v)
 }
 
-// TestCheckTokenNotUTF8: a static value_file holding bytes that are not
-// UTF-8 cannot go into a CheckResponse (protobuf-go refuses to marshal it);
-// the Check gets a 503 decision instead of an INTERNAL error.
+// TestCheckTokenNotUTF8: a static value_file that comes to hold bytes that
+// are not UTF-8 cannot go into a CheckResponse (protobuf-go refuses to
+// marshal it). config refuses such a file at load; one rewritten while
+// serving gets a 503 decision, never an INTERNAL error.
 func TestCheckTokenNotUTF8(t *testing.T) {
 	l := startListeners(t)
 	file := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(file, []byte("key-\xff\xfe"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("key-ok"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f, err := staticDecider(t, newTokens(t), `
@@ -213,11 +214,17 @@ credentials:
 		t.Fatal(err)
 	}
 	l.cur.Store(f)
-	resp, err := l.grpc.Check(context.Background(), checkReq("api.example.com", "/v1"))
-	if err != nil {
+	if err := os.WriteFile(file, []byte("key-\xff\xfe-not-utf8"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	denied(t, resp, 503, "token not valid UTF-8")
+	resp, err := l.grpc.Check(context.Background(), checkReq("api.example.com", "/v1"))
+	if err != nil {
+		t.Fatalf("Check: %v, want a decision", err)
+	}
+	d := resp.GetDeniedResponse()
+	if d == nil || d.GetStatus().GetCode() != 503 {
+		t.Fatalf("rewritten value_file not UTF-8: %v, want a 503 denial", resp)
+	}
 }
 
 // TestCheckBounds: host and path bounds answered with 403 decisions over
