@@ -13,13 +13,26 @@ import (
 //
 // On a miss, or when a token reaches its refresh point, a replica first looks
 // in L2. Finding nothing good enough, it takes the fleet mint lock and mints;
-// a replica that loses the lock polls L2 for the winner's token until
-// LockWait passes, then mints itself. Any L2 error means "no fleet": mint
-// locally at once, so Redis trouble never fails a Check.
+// a replica that loses the lock polls L2 for the winner's token and, at every
+// poll, contends for the lock again. A holder that dies mid-mint leaves its
+// lock until the lock's TTL, which is the same for every waiter: the first
+// waiter to poll after it expires takes the lock and mints, the others get
+// its token. So a dead holder costs one more mint, not one per waiter. Any L2
+// error means "no fleet": mint locally at once, so Redis trouble never fails
+// a Check.
 
 const (
 	firstPoll = 5 * time.Millisecond
 	maxPoll   = 250 * time.Millisecond
+
+	// lockPatience is how many lock lifetimes (LockWait) a waiter polls
+	// before it mints without the lock. Normally one lifetime ends in a
+	// token or a lock taken over; more only pass when locks keep being
+	// taken and never delivered (holders crashing one after another) or a
+	// lock does not expire (another replica with a far longer lock_ttl, a
+	// key written by hand). The bound keeps those from stopping this
+	// replica from ever minting the credential.
+	lockPatience = 3
 )
 
 // obtainShared gets s a new token through L2. refresh says the slot still
@@ -28,7 +41,7 @@ const (
 // ctx has the cache's lifetime and the asking Check's trace (see detach).
 func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Source, refresh bool) (any, error) {
 	l2, name := t.opts.L2, s.key.Name
-	deadline := time.Now().Add(l2.LockWait())
+	deadline := time.Now().Add(lockPatience * l2.LockWait())
 	delay := firstPoll
 	contended := false
 	for {
@@ -58,10 +71,10 @@ func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Sourc
 			return t.mintShared(ctx, s, src, true)
 		}
 		contended = true
-		if !time.Now().Add(delay).Before(deadline) {
+		if !time.Now().Before(deadline) {
 			t.opts.L2Meter.lock(name, "timed_out")
-			t.opts.Logger.Warn("no token from the replica holding the fleet mint lock; minting here",
-				zap.String("credential", name), zap.Duration("waited", l2.LockWait()))
+			t.opts.Logger.Warn("the fleet mint lock stayed taken without a token; minting here",
+				zap.String("credential", name), zap.Duration("waited", lockPatience*l2.LockWait()))
 			return t.mintShared(ctx, s, src, true)
 		}
 		timer := time.NewTimer(delay)

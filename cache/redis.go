@@ -32,8 +32,9 @@ type Shared interface {
 	// Lock tries once to take key's fleet mint lock. When held, release must
 	// be called (it frees the lock only if this caller still owns it).
 	Lock(ctx context.Context, key Key) (release func(), held bool, err error)
-	// LockWait is how long a replica that lost the lock waits for the
-	// winner's token before minting itself.
+	// LockWait is the lock's lifetime: a replica that lost the lock keeps
+	// polling for the winner's token and contending for the lock, which
+	// frees itself after this long if its holder died.
 	LockWait() time.Duration
 }
 
@@ -51,7 +52,7 @@ type RedisOptions struct {
 	KeyPrefix string        // prepended to every key, e.g. "tokenbroker:"
 	Sealer    *Sealer       // encrypts every value (required)
 	Timeout   time.Duration // per operation (default 50ms)
-	LockTTL   time.Duration // fleet mint lock lifetime and the longest wait for it (default 10s)
+	LockTTL   time.Duration // fleet mint lock lifetime (default 10s); a waiter contends again after it
 
 	FailureThreshold int           // consecutive failures that open the breaker (default 5)
 	Cooldown         time.Duration // open time before a probe (default 5s)

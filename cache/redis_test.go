@@ -463,8 +463,10 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 }
 
 // TestLockHolderSilentWaiterMintsAfterDeadline: a replica holds the fleet
-// lock and never delivers (it died mid-mint). Another replica waits no longer
-// than the lock's TTL, then mints itself and shares the token.
+// lock and never delivers, and its lock outlives the waiter's lock_ttl (a
+// replica configured differently, or a lock that never expires). The waiter
+// waits no longer than lockPatience of its own lock lifetimes, then mints
+// itself and shares the token.
 func TestLockHolderSilentWaiterMintsAfterDeadline(t *testing.T) {
 	c := newClock()
 	r := testpeer.StartRedis(t)
