@@ -34,7 +34,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 	path := fs.String("config", "", "configuration file (required)")
 	var lf logFlags
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return 2
 	}
 	if *path == "" {
@@ -111,7 +111,7 @@ type server struct {
 // nothing is left running.
 func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	s := &server{cfg: cfg, log: log, health: health.NewServer(), admin: admin.New(reg), done: make(chan struct{})}
 	s.filterMetrics, s.reloads = filter.NewMetrics(reg), newReloadMetrics(reg)
 	l2, l2Meter, err := sharedTier(cfg.Cache.Redis, log, reg)
