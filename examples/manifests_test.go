@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/testcerts"
 )
 
 // obj is one Kubernetes (or Istio) object, read generically.
@@ -108,6 +110,12 @@ func loadDocs(t *testing.T, path string) []obj {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decodeDocs(t, path, b)
+}
+
+// decodeDocs reads every object of a multi-document YAML stream.
+func decodeDocs(t *testing.T, path string, b []byte) []obj {
+	t.Helper()
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var out []obj
 	for {
@@ -153,172 +161,320 @@ func labelsMatch(selector, labels obj) bool {
 // TestKubernetesManifests: the expected kinds exist and reference each other.
 func TestKubernetesManifests(t *testing.T) {
 	objs := loadKustomization(t, "kubernetes")
-	dep := find(objs, "Deployment", "tokenbroker")
-	svc := find(objs, "Service", "tokenbroker")
 	for _, kind := range []string{"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"} {
 		if find(objs, kind, "") == nil {
 			t.Fatalf("no %s", kind)
 		}
 	}
-	if n := dep.get("spec", "replicas"); n != 3 {
+	w := checkWorkload(t, objs, "tokenbroker")
+	if n := w.dep.get("spec", "replicas"); n != 3 {
 		t.Errorf("replicas %v, want 3", n)
 	}
-	podLabels := dep.sub("spec", "template", "metadata", "labels")
-	if !labelsMatch(dep.sub("spec", "selector", "matchLabels"), podLabels) {
+	// Without listen.tls, gRPC health probes on the gRPC port.
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		if port, ok := w.container.get(probe, "grpc", "port").(int); !ok || port != w.ports["grpc"] {
+			t.Errorf("%s is not a gRPC probe on the grpc port (%v)", probe, w.container.get(probe))
+		}
+	}
+	if w.container.get("readinessProbe", "grpc", "service") != "envoy.service.auth.v3.Authorization" {
+		t.Error("readiness does not ask for the Authorization service")
+	}
+}
+
+// workload is a checked tokenbroker Deployment and what checkWorkload
+// learned from it.
+type workload struct {
+	dep, svc, container obj
+	podLabels           obj
+	ports               map[string]int // container port by name
+	cfg                 *config.Config // the mounted configuration, loaded
+	cfgPath             string         // it, with secret files replaced by files in a temporary folder
+	env                 map[string]string
+	files               map[string]string // path in the container → the temporary file standing in for it
+	ca                  *testcerts.CA     // signed the stand-in tls.crt; its PEM stands in for every ca.crt
+}
+
+// checkWorkload cross-checks the tokenbroker Deployment and Service named
+// name against the other objects, the way a cluster would resolve them:
+// selectors match the pods; Service ports target container ports and are
+// named for Istio's protocol selection; the pods run hardened; probes use
+// ports that exist and a protocol the listener speaks (no gRPC probe of a TLS
+// listener: kubelet's cannot speak TLS); every ConfigMap, Secret and key
+// referenced exists; the files the configuration names are provided by
+// mounted Secrets (or projected tokens), and with stand-ins for them the
+// configuration loads; listen ports are the container ports; the grace
+// period covers the shutdown; the PDB and NetworkPolicy, when present,
+// select the pods and the policy opens only tokenbroker's ports, admin apart.
+func checkWorkload(t *testing.T, objs []obj, name string) *workload {
+	t.Helper()
+	w := &workload{dep: find(objs, "Deployment", name), svc: find(objs, "Service", name), env: map[string]string{}, files: map[string]string{}}
+	if w.dep == nil || w.svc == nil {
+		t.Fatalf("no Deployment and Service named %s", name)
+	}
+	w.podLabels = w.dep.sub("spec", "template", "metadata", "labels")
+	if !labelsMatch(w.dep.sub("spec", "selector", "matchLabels"), w.podLabels) {
 		t.Error("Deployment selector does not match its pods")
 	}
-	c := dep.sub("spec", "template", "spec", "containers", 0)
-	ports := map[string]int{}
+	pod := w.dep.sub("spec", "template", "spec")
+	w.container = pod.sub("containers", 0)
+	c := w.container
+	w.ports = map[string]int{}
 	for _, p := range c.list("ports") {
 		po := asObj(p)
-		ports[str(po.get("name"))] = po.get("containerPort").(int)
+		w.ports[str(po.get("name"))] = po.get("containerPort").(int)
 	}
 
 	// runAsNonRoot needs a numeric user to be verifiable.
-	psc := dep.sub("spec", "template", "spec", "securityContext")
+	psc := pod.sub("securityContext")
 	if uid, ok := psc.get("runAsUser").(int); psc.get("runAsNonRoot") != true || !ok || uid == 0 {
 		t.Errorf("pod securityContext %v: want runAsNonRoot with a numeric non-root runAsUser", psc)
 	}
-
-	// gRPC health probes on the gRPC port.
-	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
-		if port, ok := c.get(probe, "grpc", "port").(int); !ok || port != ports["grpc"] {
-			t.Errorf("%s is not a gRPC probe on the grpc port (%v)", probe, c.get(probe))
-		}
+	if psc.get("seccompProfile", "type") != "RuntimeDefault" {
+		t.Error("pod seccompProfile is not RuntimeDefault")
 	}
-	if c.get("readinessProbe", "grpc", "service") != "envoy.service.auth.v3.Authorization" {
-		t.Error("readiness does not ask for the Authorization service")
+	csc := c.sub("securityContext")
+	if csc.get("allowPrivilegeEscalation") != false || csc.get("readOnlyRootFilesystem") != true || !slices.Contains(csc.list("capabilities", "drop"), any("ALL")) {
+		t.Errorf("container securityContext %v: want no privilege escalation, a read-only root filesystem, all capabilities dropped", csc)
+	}
+	if pod.get("automountServiceAccountToken") != false {
+		t.Error("the pod mounts a Kubernetes API token it never uses")
 	}
 
 	// Service → pods and container ports.
-	if !labelsMatch(svc.sub("spec", "selector"), podLabels) {
+	if !labelsMatch(w.svc.sub("spec", "selector"), w.podLabels) {
 		t.Error("Service selector does not match the pods")
 	}
-	for _, p := range svc.list("spec", "ports") {
+	portName := map[int]string{}
+	for n, p := range w.ports {
+		portName[p] = n
+	}
+	svcPorts := map[string]string{} // container port name → Service port name
+	for _, p := range w.svc.list("spec", "ports") {
 		po := asObj(p)
 		tp := po.get("targetPort")
-		if n, ok := tp.(int); ok && !slices.Contains(mapValues(ports), n) || !ok && ports[str(tp)] == 0 {
+		target := str(tp)
+		if n, ok := tp.(int); ok {
+			target = portName[n]
+		}
+		if w.ports[target] == 0 {
 			t.Errorf("Service port %v targets %v, which the container does not expose", po.get("name"), tp)
 		}
+		svcPorts[target] = str(po.get("name"))
 	}
 
-	// ConfigMap and Secret references exist, and the configuration loads.
+	// ConfigMap and Secret references exist.
 	var cfgFile string
-	for _, v := range dep.list("spec", "template", "spec", "volumes") {
+	secretKeys := func(secret string) []string {
+		sec := find(objs, "Secret", secret)
+		if sec == nil {
+			return nil
+		}
+		keys := slices.Collect(maps.Keys(asObj(sec.get("stringData"))))
+		keys = append(keys, slices.Collect(maps.Keys(asObj(sec.get("data"))))...)
+		return keys
+	}
+	mounts := map[string]string{}
+	for _, m := range c.list("volumeMounts") {
+		mo := asObj(m)
+		mounts[str(mo.get("name"))] = str(mo.get("mountPath"))
+	}
+	provided := map[string]string{} // path in the container → Secret key (or "token" for a projected token)
+	for _, v := range pod.list("volumes") {
 		vo := asObj(v)
-		if name := str(vo.get("configMap", "name")); name != "" {
-			cm := find(objs, "ConfigMap", name)
-			if cm == nil {
-				t.Fatalf("volume references missing ConfigMap %s", name)
+		vname := str(vo.get("name"))
+		if cm := str(vo.get("configMap", "name")); cm != "" {
+			o := find(objs, "ConfigMap", cm)
+			if o == nil {
+				t.Fatalf("volume references missing ConfigMap %s", cm)
 			}
-			cfgFile = str(cm.get("data", "tokenbroker.yaml"))
+			cfgFile = str(o.get("data", "tokenbroker.yaml"))
+			if mounts[vname] != "/etc/tokenbroker" {
+				t.Errorf("ConfigMap %s is mounted at %q, not /etc/tokenbroker", cm, mounts[vname])
+			}
+			continue
+		}
+		mount := mounts[vname]
+		if secret := str(vo.get("secret", "secretName")); secret != "" {
+			keys := secretKeys(secret)
+			if keys == nil {
+				t.Fatalf("volume %s references missing Secret %s", vname, secret)
+			}
+			if mount == "" {
+				t.Fatalf("Secret volume %s is not mounted", vname)
+			}
+			items := vo.list("secret", "items")
+			for _, it := range items {
+				io := asObj(it)
+				if !slices.Contains(keys, str(io.get("key"))) {
+					t.Errorf("volume %s names key %v, which Secret %s does not hold", vname, io.get("key"), secret)
+				}
+				provided[mount+"/"+str(io.get("path"))] = str(io.get("key"))
+			}
+			if len(items) == 0 {
+				for _, k := range keys {
+					provided[mount+"/"+k] = k
+				}
+			}
+			continue
+		}
+		for _, src := range vo.list("projected", "sources") {
+			if p := str(asObj(src).get("serviceAccountToken", "path")); p != "" && mount != "" {
+				provided[mount+"/"+p] = "token"
+			}
 		}
 	}
-	if !slices.Contains(c.list("args"), any("/etc/tokenbroker/tokenbroker.yaml")) || c.get("volumeMounts", 0, "mountPath") != "/etc/tokenbroker" {
+	if !slices.Contains(c.list("args"), any("/etc/tokenbroker/tokenbroker.yaml")) {
 		t.Error("args do not name the mounted configuration")
 	}
-	env := map[string]string{}
 	for _, e := range c.list("env") {
 		eo := asObj(e)
 		name := str(eo.get("name"))
 		if ref := eo.sub("valueFrom", "secretKeyRef"); ref != nil {
-			sec := find(objs, "Secret", str(ref.get("name")))
-			if sec == nil || sec.get("stringData", str(ref.get("key"))) == nil {
+			if !slices.Contains(secretKeys(str(ref.get("name"))), str(ref.get("key"))) {
 				t.Errorf("env %s references missing Secret key %s/%s", name, ref.get("name"), ref.get("key"))
 			}
-			env[name] = "from-secret"
+			w.env[name] = "from-secret"
 			continue
 		}
-		env[name] = str(eo.get("value"))
+		w.env[name] = str(eo.get("value"))
 	}
-	// Secret volumes: the Secret exists, and the files the configuration
-	// names under the mount exist as keys of it. The example Secret holds
-	// placeholders on purpose, so the test stands in real keys.
+
+	// The files the configuration names under the mounts exist as keys;
+	// the Secrets hold placeholders (or are not in the manifests at all), so
+	// the test stands in real keys and certificates.
 	secretDir := t.TempDir()
-	for _, v := range dep.list("spec", "template", "spec", "volumes") {
-		vo := asObj(v)
-		name := str(vo.get("secret", "secretName"))
-		if name == "" {
+	ca := testcerts.NewCA(t, "cluster-ca")
+	w.ca = ca
+	serverCert, serverKey := ca.Issue(t, "tokenbroker", false)
+	paths := slices.SortedFunc(maps.Keys(provided), func(a, b string) int { return len(b) - len(a) }) // longest first: no path is cut short
+	for i, path := range paths {
+		if !strings.Contains(cfgFile, path) {
 			continue
 		}
-		sec := find(objs, "Secret", name)
-		if sec == nil {
-			t.Fatalf("volume references missing Secret %s", name)
-		}
-		var mount string
-		for _, m := range c.list("volumeMounts") {
-			if mo := asObj(m); mo.get("name") == vo.get("name") {
-				mount = str(mo.get("mountPath"))
-			}
-		}
-		if mount == "" {
-			t.Fatalf("Secret volume %s is not mounted", name)
-		}
-		for key := range asObj(sec.get("stringData")) {
-			if !strings.Contains(cfgFile, mount+"/"+key) {
-				continue
-			}
+		var content []byte
+		switch provided[path] {
+		case "tls.crt":
+			content = serverCert
+		case "tls.key":
+			content = serverKey
+		case "ca.crt":
+			content = ca.PEM()
+		case "token":
+			content = []byte("eyJhbGciOiJub25lIn0.e30.\n")
+		default:
 			k := make([]byte, 32)
 			_, _ = rand.Read(k)
-			if err := os.WriteFile(filepath.Join(secretDir, key), []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			cfgFile = strings.ReplaceAll(cfgFile, mount+"/"+key, filepath.Join(secretDir, key))
+			content = []byte(base64.StdEncoding.EncodeToString(k) + "\n")
 		}
+		local := filepath.Join(secretDir, fmt.Sprint(i), filepath.Base(path))
+		if err := os.MkdirAll(filepath.Dir(local), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(local, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfgFile = strings.ReplaceAll(cfgFile, path, local)
+		w.files[path] = local
 	}
-	if strings.Contains(cfgFile, "/run/secrets/") {
-		t.Error("the configuration names a secret file no mounted Secret provides")
+	if strings.Contains(cfgFile, "/run/secrets/") || strings.Contains(cfgFile, "/var/run/") {
+		t.Error("the configuration names a file no mounted Secret or projected token provides")
 	}
-	p := filepath.Join(t.TempDir(), "tokenbroker.yaml")
-	if err := os.WriteFile(p, []byte(cfgFile), 0o644); err != nil {
+	w.cfgPath = filepath.Join(t.TempDir(), "tokenbroker.yaml")
+	if err := os.WriteFile(w.cfgPath, []byte(cfgFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range env {
+	for k, v := range w.env {
 		t.Setenv(k, v)
 	}
-	cfg, err := config.Load(p)
+	cfg, err := config.Load(w.cfgPath)
 	if err != nil {
-		t.Fatalf("ConfigMap tokenbroker.yaml: %v", err)
+		t.Fatalf("the mounted tokenbroker.yaml: %v", err)
 	}
-	for what, addr := range map[string]string{"grpc": cfg.Listen.GRPC, "http": cfg.Listen.HTTP, "admin": cfg.Listen.Admin} {
-		if portOf(addr) != fmt.Sprint(ports[what]) {
-			t.Errorf("listen.%s %s, container port %d", what, addr, ports[what])
+	w.cfg = cfg
+	listen := map[string]string{"grpc": cfg.Listen.GRPC, "http": cfg.Listen.HTTP, "admin": cfg.Listen.Admin, "broker": cfg.Listen.Broker}
+	for what, addr := range listen {
+		if addr == "" && w.ports[what] == 0 {
+			continue
+		}
+		if portOf(addr) != fmt.Sprint(w.ports[what]) {
+			t.Errorf("listen.%s %q, container port %d", what, addr, w.ports[what])
+		}
+		if host, _, _ := strings.Cut(addr, ":"); host == "127.0.0.1" || host == "localhost" {
+			t.Errorf("listen.%s %s is loopback: nothing outside the pod reaches it", what, addr)
 		}
 	}
-	grace := dep.get("spec", "template", "spec", "terminationGracePeriodSeconds").(int)
+	// Istio picks the protocol from the Service port's name; with listen.tls
+	// the token listeners speak TLS, which the sidecar must pass through.
+	for target, want := range map[string]string{"grpc": "grpc-", "http": "http-", "broker": "http-", "admin": "http-"} {
+		if cfg.Listen.TLS.Enabled() && target != "admin" {
+			want = "tls-"
+		}
+		if n, ok := svcPorts[target]; ok && !strings.HasPrefix(n, want) {
+			t.Errorf("Service port %s (→ %s) should be named %s… for Istio", n, target, want)
+		}
+	}
+
+	// Probes: on ports that exist, in a protocol the listener speaks.
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		p := c.sub(probe)
+		switch {
+		case p.get("grpc") != nil:
+			if port, _ := p.get("grpc", "port").(int); port != w.ports["grpc"] {
+				t.Errorf("%s: gRPC probe on port %v, not the grpc listener's", probe, p.get("grpc", "port"))
+			}
+			if cfg.Listen.TLS.Enabled() {
+				t.Errorf("%s: a kubelet gRPC probe cannot speak listen.tls; probe the admin listener's /readyz", probe)
+			}
+		case p.get("httpGet") != nil:
+			port := p.get("httpGet", "port")
+			if n, ok := port.(int); ok {
+				port = portName[n]
+			}
+			if port != "admin" || !slices.Contains([]any{"/readyz", "/healthz"}, p.get("httpGet", "path")) {
+				t.Errorf("%s: HTTP probe of %v on %v: only the admin listener serves /readyz and /healthz", probe, p.get("httpGet", "path"), port)
+			}
+		default:
+			t.Errorf("%s: missing or of an unknown kind: %v", probe, p)
+		}
+	}
+
+	grace, _ := pod.get("terminationGracePeriodSeconds").(int)
 	if float64(grace) <= (cfg.Shutdown.Delay.D() + cfg.Shutdown.Drain.D()).Seconds() {
 		t.Errorf("terminationGracePeriodSeconds %d does not cover shutdown.delay + drain", grace)
 	}
 
 	// PDB and NetworkPolicy select the tokenbroker pods; the policy opens
-	// only the ext_authz ports to proxies.
-	if !labelsMatch(find(objs, "PodDisruptionBudget", "").sub("spec", "selector", "matchLabels"), podLabels) {
+	// only tokenbroker's ports, and never the admin port with the others.
+	if pdb := find(objs, "PodDisruptionBudget", ""); pdb != nil && !labelsMatch(pdb.sub("spec", "selector", "matchLabels"), w.podLabels) {
 		t.Error("PodDisruptionBudget selects other pods")
 	}
-	np := find(objs, "NetworkPolicy", "")
-	if !labelsMatch(np.sub("spec", "podSelector", "matchLabels"), podLabels) {
-		t.Error("NetworkPolicy selects other pods")
-	}
-	for _, rule := range np.list("spec", "ingress") {
-		ro := asObj(rule)
-		if len(ro.list("from")) == 0 {
-			t.Error("an ingress rule allows every source")
+	if np := find(objs, "NetworkPolicy", ""); np != nil {
+		if !labelsMatch(np.sub("spec", "podSelector", "matchLabels"), w.podLabels) {
+			t.Error("NetworkPolicy selects other pods")
 		}
-		for _, p := range ro.list("ports") {
-			port := asObj(p).get("port").(int)
-			if port != ports["grpc"] && port != ports["http"] && port != ports["admin"] {
-				t.Errorf("NetworkPolicy opens port %d", port)
+		for _, rule := range np.list("spec", "ingress") {
+			ro := asObj(rule)
+			if len(ro.list("from")) == 0 {
+				t.Error("an ingress rule allows every source")
+			}
+			admin, token := false, false
+			for _, p := range ro.list("ports") {
+				port := asObj(p).get("port").(int)
+				switch portName[port] {
+				case "admin":
+					admin = true
+				case "grpc", "http", "broker":
+					token = true
+				default:
+					t.Errorf("NetworkPolicy opens port %d", port)
+				}
+			}
+			if admin && token {
+				t.Error("one NetworkPolicy rule opens the admin port and the token ports to the same peers")
 			}
 		}
 	}
-}
-
-func mapValues(m map[string]int) []int {
-	var out []int
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
+	return w
 }
 
 // TestIstioManifests: the extension providers point at the tokenbroker

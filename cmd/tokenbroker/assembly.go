@@ -118,7 +118,7 @@ func now(c change, err error) error {
 // newAssembly makes the components, none of them running yet.
 func newAssembly(log *zap.Logger) *assembly {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	a := &assembly{log: log, reg: reg, reloads: newReloadMetrics(reg)}
 	processKey := make([]byte, 32) // the broker's binding key without broker.binding_key_file
 	_, _ = rand.Read(processKey)

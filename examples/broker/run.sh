@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Starts devidp and the broker, has a "customer" fetch a token 20 times the
 # way clients that never cache do, and shows that the IdP minted ONE token.
+# Needs bash and curl, and bin/ from `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${BIN:-bin}
 tmp=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+source examples/ready.sh
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ "$keep_logs" = 1 ] || rm -rf "$tmp"
+}
 trap cleanup EXIT INT TERM
+command -v curl >/dev/null || { echo "this example needs curl" >&2; exit 1; }
 
-"$bin/devidp" --listen 127.0.0.1:9000 --client "cust-acme:acme-secret" --lifetime 1h 2>"$tmp/devidp.log" &
-pids+=($!)
-"$bin/tokenbroker" serve --config examples/broker/tokenbroker.yaml --log-format console 2>"$tmp/tokenbroker.log" &
-pids+=($!)
-for _ in $(seq 1 100); do
-  curl -fsS http://127.0.0.1:9193/readyz >/dev/null 2>&1 && curl -fsS http://127.0.0.1:9000/healthz >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start devidp "$tmp/devidp.log" "$bin/devidp" --listen 127.0.0.1:9000 --client "cust-acme:acme-secret" --lifetime 1h
+start tokenbroker "$tmp/tokenbroker.log" "$bin/tokenbroker" serve --config examples/broker/tokenbroker.yaml --log-format console
+wait_ready devidp http://127.0.0.1:9000/healthz
+wait_ready tokenbroker http://127.0.0.1:9193/readyz
 
 echo "== 20 token requests from cust-acme =="
 for i in $(seq 1 20); do
