@@ -20,15 +20,16 @@ var layers = map[string]int{
 	"internal/testcerts":  0,
 	"internal/devidp":     0,
 	"internal/testpeer":   0,
-	"credential":          1,
-	"budget":              1,
-	"admin":               1,
-	"internal/tlsreload":  1,
-	"cache":               2,
-	"filter":              3,
-	"broker":              3,
-	"envoy":               4,
-	"status":              4,
+	"telemetry":           1, // spans for every layer above; knows config's tracing section only
+	"credential":          2,
+	"budget":              2,
+	"admin":               2,
+	"internal/tlsreload":  2,
+	"cache":               3,
+	"filter":              4,
+	"broker":              4,
+	"envoy":               5,
+	"status":              5,
 }
 
 // TestImportsRunOneWay: cmd → envoy → filter → cache → credential, config

@@ -55,8 +55,10 @@ func TestReloadCacheSettingsUnderLoad(t *testing.T) {
 	}
 
 	// The next decision uses the new margin: one as long as the token's
-	// lifetime leaves no token that may be handed out.
-	replaceFile(t, path, base+"cache:\n  expiry_margin: 1h\n")
+	// lifetime leaves no token that may be handed out. (default_lifetime must
+	// exceed the margin; it is not used, the IdP sends expires_in.)
+	long := strings.Replace(base, "    client_id: svc-a\n", "    client_id: svc-a\n    default_lifetime: 2h\n", 1)
+	replaceFile(t, path, long+"cache:\n  expiry_margin: 1h\n")
 	if r, err := l.srv.reload(path, "test"); r != reloadApplied || err != nil {
 		t.Fatalf("reload: %s %v", r, err)
 	}
