@@ -59,9 +59,15 @@ func NoteCache(ctx context.Context, outcome string) {
 // StartCheck starts the span of one Check, a child of the trace the request
 // carries (ctx already holds it: see Extract).
 func StartCheck(ctx context.Context, transport string) (context.Context, trace.Span) {
-	return Tracer().Start(ctx, "Check", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(KeyTransport.String(transport)))
+	ctx, span := Tracer().Start(ctx, "Check", serverSpan...)
+	if span.IsRecording() { // attributes only for kept spans: most Checks are not sampled
+		span.SetAttributes(KeyTransport.String(transport))
+	}
+	return ctx, span
 }
+
+// serverSpan is built once: options cost allocations on every Check.
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 
 // EndCheck records a Check's decision and ends its span. status is the
 // HTTP status the caller is answered with; reason is "" when allowed.

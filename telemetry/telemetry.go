@@ -73,9 +73,19 @@ var propagator = propagation.NewCompositeTextMapPropagator(
 	propagation.TraceContext{},
 )
 
+// traceHeaders are the headers the propagators read. A request with none
+// of them skips extraction, which costs allocations even when it finds
+// nothing (B3's deferred sampling state).
+var traceHeaders = []string{"traceparent", "b3", "x-b3-traceid", "x-b3-sampled", "x-b3-flags"}
+
 // Extract returns ctx carrying the remote span context found in carrier, if any.
 func Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
-	return propagator.Extract(ctx, carrier)
+	for _, h := range traceHeaders {
+		if carrier.Get(h) != "" {
+			return propagator.Extract(ctx, carrier)
+		}
+	}
+	return ctx
 }
 
 // Inject writes ctx's span context into carrier (W3C and B3).
