@@ -231,6 +231,9 @@ func (s *Server) scheduleLocked(fd *feed, now time.Time) {
 // wakeSoonLocked runs the feed's work now, in the background.
 func (s *Server) wakeSoonLocked(fd *feed) {
 	fd.stopTimer()
+	if s.stopped {
+		return // Stop is waiting for work: add none
+	}
 	s.work.Add(1)
 	go func() {
 		defer s.work.Done()

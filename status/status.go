@@ -28,6 +28,8 @@ type Page struct {
 	creds   atomic.Pointer[map[string]*config.Credential] // swapped by a configuration reload
 	refresh time.Duration
 	mints   atomic.Int64 // mint attempts, counted by the cache gate
+	// subscribers reports push mode's SDS subscribers per credential.
+	subscribers atomic.Pointer[func() map[string]int]
 
 	mu      sync.Mutex // guards samples and last
 	samples []Sample
@@ -74,6 +76,7 @@ type Row struct {
 	BudgetPercent float64   `json:"budget_percent"`
 	Enforce       bool      `json:"budget_enforced"`
 	Requests      int64     `json:"requests"`
+	Subscribers   int       `json:"sds_subscribers"` // Envoy streams the value is pushed to (push mode)
 	Hits          int64     `json:"served_from_cache"`
 	HitRatio      float64   `json:"hit_ratio"`
 	CostPerMint   float64   `json:"cost_per_mint"`
@@ -128,8 +131,9 @@ func (p *Page) Data() Data {
 		byName[s.Key.Name] = append(byName[s.Key.Name], s)
 	}
 	d := Data{Now: now}
+	subs := p.subscriberCounts()
 	for name, cr := range *p.creds.Load() {
-		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint}
+		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Subscribers: subs[name]}
 		for _, s := range byName[name] {
 			r.fold(s, now)
 			r.Requests += int64(s.Hits + s.Misses)

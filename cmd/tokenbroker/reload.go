@@ -115,6 +115,7 @@ func (s *server) reload(path, trigger string) (result string, err error) {
 		return reloadFailed, err
 	}
 	s.current.Store(f) // Checks already running finish on the filter they loaded
+	s.sds.Reconfigure(f)
 	s.cfg = cfg
 	s.extra.reconfigure(cfg)
 

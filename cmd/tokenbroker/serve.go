@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/admin"
 	"github.com/tokenbroker/tokenbroker/cache"
@@ -27,6 +28,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/tlsreload"
+	"github.com/tokenbroker/tokenbroker/sds"
 )
 
 func cmdServe(args []string, stderr io.Writer) int {
@@ -97,6 +99,7 @@ type server struct {
 	http    *http.Server
 	fwd     *http.Server // HTTP forward-auth (listen.http); nil when off
 	extra   *extras      // broker, budgets and status page (extras.go)
+	sds     *sds.Server  // push mode, on the gRPC listener
 
 	grpcAddr, adminAddr net.Addr // bound addresses (port 0 resolved)
 	httpAddr            net.Addr
@@ -152,6 +155,7 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		return nil, err
 	}
 	s.current.Store(f)
+	s.sds = sds.New(sds.Options{Filter: f, Tokens: s.tokens, Logger: log, Reg: reg})
 
 	var lns []net.Listener
 	defer func() {
@@ -172,6 +176,7 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 	if err = s.extra.build(s, listen); err != nil {
 		return nil, err
 	}
+	s.extra.page.SetSubscribers(s.sds.Subscribers)
 	var grpcLn, adminLn net.Listener
 	if cfg.Listen.GRPC != "" {
 		if grpcLn, err = listen("grpc", cfg.Listen.GRPC); err != nil {
@@ -211,6 +216,8 @@ func start(cfg *config.Config, log *zap.Logger) (_ *server, err error) {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	s.grpc = envoy.NewGRPCServer(&s.current, s.health, grpcOpts...)
+	s.sds.Register(s.grpc) // same listener and listen.tls as ext_authz
+	s.health.SetServingStatus(sds.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if grpcLn != nil {
 		go func() {
 			if err := s.grpc.Serve(grpcLn); err != nil {
@@ -261,6 +268,7 @@ func (s *server) shutdown() {
 	fwdStopped := s.stopForwardAuth()
 	stopped := make(chan struct{})
 	go func() {
+		s.sds.Stop() // SDS streams end (Envoy keeps its values) so they do not hold the drain
 		s.grpc.GracefulStop()
 		close(stopped)
 	}()
@@ -306,6 +314,9 @@ func (s *server) stopForwardAuth() <-chan struct{} {
 
 func (s *server) closeAll() {
 	s.extra.close()
+	if s.sds != nil {
+		s.sds.Stop()
+	}
 	s.tokens.Close()
 	if s.l2 != nil {
 		_ = s.l2.Close()
