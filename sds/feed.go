@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/filter"
@@ -27,7 +31,7 @@ type feed struct {
 	failClosed   bool          // the value is the fail-closed one
 	value        string        // the header value pushed ("" when fail-closed)
 	lease        cache.Lease   // the token behind value
-	gen          uint64        // bumped whenever the value changes
+	gen          atomic.Uint64 // bumped whenever the value changes (under Server.mu; read by streams)
 	secret       *tlsv3.Secret // the resource for value, shared by every identity
 	retryAt      time.Time     // after a failed refresh: when asking again can help
 	stop         func() bool   // the pending timer
@@ -37,8 +41,15 @@ type feed struct {
 
 	members map[*identity]struct{} // identities subscribed and allowed
 	streams map[*stream]struct{}   // their streams subscribed to it
-	unacked map[*stream]struct{}   // streams yet to ACK the current value
-	since   time.Time              // when the current value was adopted
+
+	// Series resolved once: a fan-out counts a push per subscriber.
+	pushedToken, pushedFailClosed prometheus.Counter
+	lag                           prometheus.Observer
+	failClosedSize                int // serialized size of the fail-closed resource
+
+	lagMu   sync.Mutex           // guards unacked and since (taken after Server.mu and stream.mu)
+	unacked map[*stream]struct{} // streams yet to ACK the current value
+	since   time.Time            // when the current value was adopted
 }
 
 // feedLocked returns name's feed, creating it for cred.
@@ -46,8 +57,14 @@ func (s *Server) feedLocked(name string, cred filter.PushCredential) *feed {
 	if fd := s.feeds[name]; fd != nil {
 		return fd
 	}
+	label := s.label(name)
 	fd := &feed{name: name, cred: cred,
-		members: map[*identity]struct{}{}, streams: map[*stream]struct{}{}, unacked: map[*stream]struct{}{}}
+		members: map[*identity]struct{}{}, streams: map[*stream]struct{}{}, unacked: map[*stream]struct{}{},
+		pushedToken:      s.m.pushes.WithLabelValues(label, "token"),
+		pushedFailClosed: s.m.pushes.WithLabelValues(label, "fail_closed"),
+		lag:              s.m.lag.WithLabelValues(label),
+		failClosedSize:   proto.Size(failClosed(name)),
+	}
 	s.feeds[name] = fd
 	return fd
 }
@@ -75,27 +92,33 @@ func (fd *feed) stopTimer() {
 	}
 }
 
-// leave removes st from the feed's subscribers. It reports whether st was
-// the last one yet to acknowledge the current value.
-func (fd *feed) leave(st *stream) bool {
+// leave removes st from the feed's subscribers (under Server.mu).
+func (fd *feed) leave(st *stream, now time.Time) {
 	delete(fd.streams, st)
-	return fd.ack(st)
+	fd.lagMu.Lock()
+	defer fd.lagMu.Unlock()
+	fd.settle(st, now)
 }
 
-// ack records that st acknowledged the current value. It reports whether
-// that completes the value's fan-out.
-func (fd *feed) ack(st *stream) bool {
+// ack records that st acknowledged generation gen of the value.
+func (fd *feed) ack(st *stream, gen uint64, now time.Time) {
+	fd.lagMu.Lock()
+	defer fd.lagMu.Unlock()
+	if gen == fd.gen.Load() {
+		fd.settle(st, now)
+	}
+}
+
+// settle takes st off the streams yet to acknowledge the current value;
+// the last one completes the fan-out, from adoption to that last ACK.
+func (fd *feed) settle(st *stream, now time.Time) {
 	if _, ok := fd.unacked[st]; !ok {
-		return false
+		return
 	}
 	delete(fd.unacked, st)
-	return len(fd.unacked) == 0
-}
-
-// settledLocked records a completed fan-out: from the value's adoption to
-// the last subscriber's ACK.
-func (s *Server) settledLocked(fd *feed, now time.Time) {
-	s.m.lag.WithLabelValues(s.label(fd.name)).Observe(now.Sub(fd.since).Seconds())
+	if len(fd.unacked) == 0 {
+		fd.lag.Observe(now.Sub(fd.since).Seconds())
+	}
 }
 
 // prime gives feeds that have no value yet their first one, as a cold Check
@@ -181,17 +204,19 @@ func retryTime(err error, now time.Time) time.Time {
 // changeLocked publishes a new value to every member identity and starts
 // timing its fan-out.
 func (s *Server) changeLocked(fd *feed, now time.Time) {
-	fd.gen++
 	if fd.failClosed {
 		fd.secret = failClosed(fd.name)
 	} else {
 		fd.secret = secret(fd.name, fd.value)
 	}
+	fd.lagMu.Lock()
+	fd.gen.Add(1)
 	fd.since = now
 	fd.unacked = maps.Clone(fd.streams)
 	if fd.unacked == nil {
 		fd.unacked = map[*stream]struct{}{}
 	}
+	fd.lagMu.Unlock()
 	for id := range fd.members {
 		s.publishLocked(id, fd)
 	}

@@ -47,7 +47,7 @@ const idpSecret = "s3cr3t-never-logged"
 // stack is a tokenbroker gRPC server — ext_authz and SDS on one listener,
 // as serve.go wires them — in front of the dev IdP, on a manual clock.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	idp    *devidp.Server
 	idpURL string
 	clock  *testclock.Clock
@@ -88,11 +88,12 @@ func (s *stack) logText() string {
 type stackOpts struct {
 	lifetime time.Duration
 	tls      bool // serve TLS with required client certificates
+	quiet    bool // log at info, not debug (benchmarks)
 }
 
 // newStack starts the stack for a configuration (IDP stands for the dev
 // IdP's URL).
-func newStack(t *testing.T, yaml string, o stackOpts) *stack {
+func newStack(t testing.TB, yaml string, o stackOpts) *stack {
 	t.Helper()
 	if o.lifetime == 0 {
 		o.lifetime = time.Hour
@@ -109,8 +110,12 @@ func newStack(t *testing.T, yaml string, o stackOpts) *stack {
 	t.Cleanup(idpSrv.Close)
 	s.idpURL = idpSrv.URL
 	t.Setenv("BILLING_SECRET", idpSecret)
+	level := zapcore.DebugLevel
+	if o.quiet {
+		level = zapcore.InfoLevel
+	}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
-		zapcore.AddSync(lockedWriter{s.logMu, s.logs}), zapcore.DebugLevel))
+		zapcore.AddSync(lockedWriter{s.logMu, s.logs}), level))
 	cfg := s.parse(yaml)
 	var err error
 	s.tokens, err = cache.New(cache.Options{
@@ -258,7 +263,7 @@ func (s *stack) check(conn *grpc.ClientConn, cred string) string {
 // subscriber is one SDS stream as Envoy's client drives it: it names its
 // secrets, and acknowledges every response unless told not to.
 type subscriber struct {
-	t     *testing.T
+	t     testing.TB
 	delta bool
 	sotw  secretv3.SecretDiscoveryService_StreamSecretsClient
 	dlt   secretv3.SecretDiscoveryService_DeltaSecretsClient
@@ -279,7 +284,7 @@ type update struct {
 }
 
 // subscribe opens a stream for names and sends the first request.
-func subscribe(t *testing.T, conn *grpc.ClientConn, delta bool, nodeID string, names ...string) *subscriber {
+func subscribe(t testing.TB, conn *grpc.ClientConn, delta bool, nodeID string, names ...string) *subscriber {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -390,7 +395,7 @@ func (sub *subscriber) recvOnce() (update, error) {
 	return u, err
 }
 
-func inline(t *testing.T, b []byte) string {
+func inline(t testing.TB, b []byte) string {
 	t.Helper()
 	var s tlsv3.Secret
 	if err := proto.Unmarshal(b, &s); err != nil {

@@ -25,27 +25,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	xdslog "github.com/envoyproxy/go-control-plane/pkg/log"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/config"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/filter"
@@ -108,7 +99,9 @@ type Server struct {
 	byNode sync.Map       // *corev3.Node → *identity (the watcher's routing table)
 	work   sync.WaitGroup // feed work in flight
 
-	mu      sync.Mutex // guards the fields below and every identity, stream and feed
+	live sync.Map // streamKey → *stream, for the per-request path without mu
+
+	mu      sync.Mutex // guards the fields below, every identity and feed, and what stream says
 	filter  *filter.Filter
 	streams map[streamKey]*stream
 	idents  map[string]*identity
@@ -120,30 +113,6 @@ type Server struct {
 // limits are the bounds in force: the Max constants (tests lower them to
 // hit them cheaply).
 type limits struct{ streams, perIdentity, names, nameBytes int }
-
-// streamKey names a stream: go-control-plane numbers SotW and Delta streams
-// separately.
-type streamKey struct {
-	delta bool
-	id    int64
-}
-
-// stream is one SDS stream as the callbacks track it.
-type stream struct {
-	key    streamKey
-	id     *identity
-	ctx    context.Context
-	names  map[string]struct{} // what go-control-plane has it subscribed to
-	nonce  string              // of the last response: go-control-plane ignores requests with an older one
-	sent   []sent              // what the last response carried, until it is ACKed
-	logged bool                // a refused subscription was logged for this stream
-	nacked bool                // a NACK was logged for this stream
-}
-
-type sent struct {
-	name string
-	gen  uint64
-}
 
 // New builds a Server; it serves nothing until Register.
 func New(opts Options) *Server {
@@ -246,278 +215,6 @@ func (s *Server) xdsLogger() xdslog.Logger {
 	return xdslog.LoggerFuncs{DebugFunc: l.Debugf, InfoFunc: l.Debugf, WarnFunc: l.Debugf, ErrorFunc: l.Warnf}
 }
 
-// callbacks are go-control-plane's hooks into every stream. They run in the
-// stream's own goroutine, before go-control-plane acts on a request.
-type callbacks struct{ s *Server }
-
-var _ serverv3.Callbacks = callbacks{}
-
-func (c callbacks) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
-	return c.s.open(ctx, streamKey{id: id}, typeURL)
-}
-
-func (c callbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.s.closed(streamKey{id: id}) }
-
-func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
-	return c.s.open(ctx, streamKey{delta: true, id: id}, typeURL)
-}
-
-func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
-	c.s.closed(streamKey{delta: true, id: id})
-}
-
-func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	return c.s.request(streamKey{id: id}, req)
-}
-
-func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	names := make([]string, 0, len(resp.GetResources()))
-	for _, r := range resp.GetResources() {
-		names = append(names, secretName(r.GetValue()))
-	}
-	c.s.responded(streamKey{id: id}, resp.GetNonce(), names)
-}
-
-func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	return c.s.deltaRequest(streamKey{delta: true, id: id}, req)
-}
-
-func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	names := make([]string, 0, len(resp.GetResources()))
-	for _, r := range resp.GetResources() {
-		names = append(names, r.GetName())
-	}
-	c.s.responded(streamKey{delta: true, id: id}, resp.GetNonce(), names)
-}
-
-func (callbacks) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error {
-	return status.Error(codes.Unimplemented, "sds: fetch is not served")
-}
-
-func (callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
-
-// open registers a new stream under its verified identity.
-func (s *Server) open(ctx context.Context, key streamKey, typeURL string) error {
-	if typeURL != resource.SecretType {
-		s.m.rejected.WithLabelValues(rejectBadRequest).Inc()
-		return status.Errorf(codes.InvalidArgument, "sds: only %s is served", resource.SecretType)
-	}
-	principal, address := peerIdentity(ctx)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		s.m.rejected.WithLabelValues(rejectStopping).Inc()
-		return status.Error(codes.Unavailable, "sds: shutting down")
-	}
-	ik := identityKey(principal, address)
-	id := s.idents[ik]
-	if len(s.streams) >= s.lim.streams || id != nil && len(id.streams) >= s.lim.perIdentity {
-		s.m.rejected.WithLabelValues(rejectOverLimit).Inc()
-		s.log.Debug("SDS stream refused: stream bound reached",
-			zap.String("principal", principal), zap.String("address", address), zap.Int("streams", len(s.streams)))
-		return status.Error(codes.ResourceExhausted, "sds: too many streams")
-	}
-	if id == nil {
-		s.nextID++
-		id = &identity{
-			key: ik, principal: principal, address: address,
-			node: &corev3.Node{Id: ik},
-			cache: cachev3.NewLinearCache(resource.SecretType,
-				cachev3.WithVersionPrefix(s.prefix+"-"+strconv.FormatUint(s.nextID, 36)+"-"),
-				cachev3.WithLogger(s.xdsLogger())),
-			streams: map[*stream]struct{}{},
-			subs:    map[string]int{},
-			held:    map[string]held{},
-		}
-		s.idents[ik] = id
-		s.byNode.Store(id.node, id)
-	}
-	st := &stream{key: key, id: id, ctx: ctx, names: map[string]struct{}{}}
-	id.streams[st] = struct{}{}
-	s.streams[key] = st
-	return nil
-}
-
-// closed forgets a stream, and its identity with its last stream.
-func (s *Server) closed(key streamKey) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.streams[key]
-	if st == nil {
-		return // refused at open
-	}
-	s.unsubscribeLocked(st, slices.Collect(maps.Keys(st.names)))
-	delete(s.streams, key)
-	id := st.id
-	delete(id.streams, st)
-	if len(id.streams) == 0 {
-		delete(s.idents, id.key)
-		s.byNode.Delete(id.node)
-	}
-}
-
-// request handles a State-of-the-World request: it replaces the declared
-// node with the verified one, accounts an ACK or NACK, and applies the
-// request's full list of names.
-func (s *Server) request(key streamKey, req *discoveryv3.DiscoveryRequest) error {
-	st, err := s.begin(key, req.GetTypeUrl())
-	if err != nil {
-		return err
-	}
-	req.Node = st.id.node // whatever the client declared: routing and logs use the verified identity
-	s.mu.Lock()
-	if st.nonce != "" && req.GetResponseNonce() != st.nonce {
-		// go-control-plane ignores a request answering an older response;
-		// so does the bookkeeping, to stay in step with it.
-		s.mu.Unlock()
-		return nil
-	}
-	s.acknowledgedLocked(st, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	s.mu.Unlock()
-	names := req.GetResourceNames()
-	if err := s.checkNames(names, len(names)); err != nil {
-		return err
-	}
-	want := make(map[string]struct{}, len(names))
-	for _, n := range names {
-		want[n] = struct{}{}
-	}
-	s.mu.Lock()
-	var gone []string
-	for n := range st.names {
-		if _, ok := want[n]; !ok {
-			gone = append(gone, n)
-		}
-	}
-	s.unsubscribeLocked(st, gone)
-	prime := s.subscribeLocked(st, names)
-	s.mu.Unlock()
-	s.prime(st, prime)
-	return nil
-}
-
-// deltaRequest handles a Delta request the same way, with its subscribe
-// and unsubscribe lists.
-func (s *Server) deltaRequest(key streamKey, req *discoveryv3.DeltaDiscoveryRequest) error {
-	st, err := s.begin(key, req.GetTypeUrl())
-	if err != nil {
-		return err
-	}
-	req.Node = st.id.node // go-control-plane keeps the first request's node for the stream: it is this one
-	s.mu.Lock()
-	s.acknowledgedLocked(st, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	total := len(st.names) + len(req.GetResourceNamesSubscribe())
-	s.mu.Unlock()
-	if err := s.checkNames(req.GetResourceNamesSubscribe(), total); err != nil {
-		return err
-	}
-	// Names the client says it already has (after a reconnect) are kept by
-	// go-control-plane too: the same bounds apply.
-	if err := s.checkNames(slices.Collect(maps.Keys(req.GetInitialResourceVersions())), len(req.GetInitialResourceVersions())); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.unsubscribeLocked(st, req.GetResourceNamesUnsubscribe())
-	prime := s.subscribeLocked(st, req.GetResourceNamesSubscribe())
-	s.mu.Unlock()
-	s.prime(st, prime)
-	return nil
-}
-
-// begin finds the stream a request belongs to and checks its type.
-func (s *Server) begin(key streamKey, typeURL string) (*stream, error) {
-	s.mu.Lock()
-	st := s.streams[key]
-	s.mu.Unlock()
-	if st == nil {
-		return nil, status.Error(codes.Internal, "sds: unknown stream")
-	}
-	if typeURL != resource.SecretType {
-		s.m.rejected.WithLabelValues(rejectBadRequest).Inc()
-		return nil, status.Errorf(codes.InvalidArgument, "sds: only %s is served", resource.SecretType)
-	}
-	return st, nil
-}
-
-// checkNames enforces the name bounds on a request (total is the stream's
-// subscription count once it applies). A request over a bound closes the
-// stream before go-control-plane stores anything of it.
-func (s *Server) checkNames(names []string, total int) error {
-	bad := ""
-	switch {
-	case total > s.lim.names:
-		bad = fmt.Sprintf("at most %d secrets per stream", s.lim.names)
-	default:
-		for _, n := range names {
-			if len(n) > s.lim.nameBytes {
-				bad = fmt.Sprintf("secret names are at most %d bytes", s.lim.nameBytes)
-				break
-			}
-			if n == "*" {
-				bad = "wildcard subscriptions are not served: name each secret"
-				break
-			}
-		}
-	}
-	if bad == "" {
-		return nil
-	}
-	s.m.rejected.WithLabelValues(rejectBadRequest).Inc()
-	return status.Error(codes.InvalidArgument, "sds: "+bad)
-}
-
-// responded records what a response carried, for ACK accounting and the
-// push counter.
-func (s *Server) responded(key streamKey, nonce string, names []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.streams[key]
-	if st == nil {
-		return
-	}
-	st.nonce = nonce
-	st.sent = st.sent[:0]
-	for _, n := range names {
-		h, ok := st.id.held[n]
-		if !ok {
-			continue
-		}
-		value := "token"
-		if fd := s.feeds[n]; h.revoked || fd == nil || fd.failClosed {
-			value = "fail_closed"
-		}
-		s.m.pushes.WithLabelValues(s.label(n), value).Inc()
-		st.sent = append(st.sent, sent{name: n, gen: h.gen})
-	}
-}
-
-// acknowledgedLocked accounts the ACK or NACK a request carries for the
-// stream's last response: an ACK of a feed's current value may complete
-// that value's fan-out (push lag).
-func (s *Server) acknowledgedLocked(st *stream, nonce, detail string, nack bool) {
-	if nonce == "" || nonce != st.nonce || len(st.sent) == 0 {
-		return
-	}
-	if nack {
-		s.m.nacks.Inc()
-		if !st.nacked {
-			st.nacked = true
-			// Envoy's message names the check that failed, never the value.
-			s.log.Warn("SDS subscriber rejected a secret (NACK)",
-				zap.String("principal", st.id.principal), zap.String("address", st.id.address),
-				zap.String("secret", st.sent[0].name), zap.String("detail", truncate(detail, 256)))
-		}
-	} else {
-		now := s.opts.Now()
-		for _, x := range st.sent {
-			if fd := s.feeds[x.name]; fd != nil && fd.gen == x.gen && fd.ack(st) {
-				s.settledLocked(fd, now)
-			}
-		}
-	}
-	st.sent = st.sent[:0]
-}
-
 // subscribeLocked adds names to st's subscription. An allowed name joins
 // its credential's feed and, when the feed has a value, gets it at once;
 // the feeds that have none yet are returned for prime. A name the identity
@@ -543,6 +240,9 @@ func (s *Server) subscribeLocked(st *stream, names []string) (prime []*feed) {
 		fd := s.feedLocked(n, cred)
 		fd.members[id] = struct{}{}
 		fd.streams[st] = struct{}{}
+		st.mu.Lock()
+		st.feeds[n] = fd
+		st.mu.Unlock()
 		if fd.has {
 			s.publishLocked(id, fd)
 		} else if !slices.Contains(prime, fd) {
@@ -561,9 +261,12 @@ func (s *Server) unsubscribeLocked(st *stream, names []string) {
 			continue
 		}
 		delete(st.names, n)
+		st.mu.Lock()
+		delete(st.feeds, n)
+		st.mu.Unlock()
 		fd := s.feeds[n]
-		if fd != nil && fd.leave(st) {
-			s.settledLocked(fd, s.opts.Now())
+		if fd != nil {
+			fd.leave(st, s.opts.Now())
 		}
 		if id.subs[n]--; id.subs[n] > 0 {
 			continue
@@ -596,11 +299,12 @@ func (s *Server) refuseLocked(st *stream, name, reason string) {
 
 // publishLocked makes id's cache hold fd's current value, unless it does.
 func (s *Server) publishLocked(id *identity, fd *feed) {
-	if h, ok := id.held[fd.name]; ok && !h.revoked && h.gen == fd.gen {
+	gen := fd.gen.Load()
+	if h, ok := id.held[fd.name]; ok && !h.revoked && h.gen == gen {
 		return
 	}
 	_ = id.cache.UpdateResource(fd.name, fd.secret) // errors only for a nil resource
-	id.held[fd.name] = held{gen: fd.gen}
+	id.held[fd.name] = held{gen: gen}
 }
 
 // revokeLocked replaces what id holds of name with the fail-closed value:
@@ -642,6 +346,9 @@ func (s *Server) Reconfigure(f *filter.Filter) {
 				for st := range id.streams {
 					if _, ok := st.names[n]; ok {
 						fd.streams[st] = struct{}{}
+						st.mu.Lock()
+						st.feeds[n] = fd
+						st.mu.Unlock()
 					}
 				}
 				if fd.has {
@@ -651,9 +358,10 @@ func (s *Server) Reconfigure(f *filter.Filter) {
 					zap.String("secret", n), zap.String("principal", id.principal), zap.String("address", id.address))
 			case !allowed && member:
 				for st := range id.streams {
-					if fd.leave(st) {
-						s.settledLocked(fd, s.opts.Now())
-					}
+					fd.leave(st, s.opts.Now())
+					st.mu.Lock()
+					delete(st.feeds, n)
+					st.mu.Unlock()
 				}
 				delete(fd.members, id)
 				s.revokeLocked(id, n)
