@@ -23,6 +23,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/envoy"
 	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/testcerts"
 	"github.com/tokenbroker/tokenbroker/internal/testclock"
 )
 
@@ -47,6 +48,18 @@ func exampleEnv(t *testing.T, tokenURL string) {
 	t.Setenv("IDP_TOKEN_URL", tokenURL)
 	t.Setenv("BILLING_CLIENT_SECRET", billingSecret)
 	t.Setenv("DEMO_CLIENT_SECRET", "demo-secret")
+	t.Setenv("MAPS_API_KEY", "maps-key-never-logged")
+	t.Setenv("TLS_DIR", exampleTLS(t, testcerts.NewCA(t, "envoy-ca")))
+}
+
+// exampleTLS writes the listen.tls files examples/envoy-sds reads from
+// ${TLS_DIR}: a server certificate and the CA of client certificates.
+func exampleTLS(t *testing.T, ca *testcerts.CA) string {
+	t.Helper()
+	dir := t.TempDir()
+	ca.IssueFiles(t, dir, "tls", "tokenbroker", false)
+	testcerts.Write(t, filepath.Join(dir, "envoy-ca.crt"), ca.PEM(), time.Now())
+	return dir
 }
 
 // startBroker serves cfgPath, with each old→new pair of edits applied first.

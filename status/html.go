@@ -248,7 +248,7 @@ table.checks td,table.denials td{padding:6px 8px}tr.total td{font-weight:600;bor
 <section class="panel"><h2>Credentials and broker clients</h2>
 <table id="rows"><thead><tr><th>name</th><th>routes</th><th>state</th><th>expires in</th><th>last mint</th><th>mints 1h / 24h / 30d</th><th>budget</th><th>hit ratio</th><th>avoided</th></tr></thead><tbody>
 {{range .Rows}}<tr class="row" data-kind="{{.Kind}}">
-<td class="name">{{.Name}}<small>{{kind .Kind}}{{if .Upstream}} · {{.Upstream}}{{end}}</small></td>
+<td class="name">{{.Name}}<small>{{kind .Kind}}{{if .Upstream}} · {{.Upstream}}{{end}}{{if .Subscribers}} · pushed to {{.Subscribers}} SDS {{if eq .Subscribers 1}}subscriber{{else}}subscribers{{end}}{{end}}</small></td>
 <td class="routes">{{range .Routes}}<div>{{.}}</div>{{else}}{{if eq .Kind "credential"}}<span class="dim">context_extensions only</span>{{end}}{{end}}</td>
 <td><span class="state {{.State}}">{{.State}}</span>{{if .LastError}}<span class="err" title="{{.LastError}}">{{.LastError}}</span>{{else if .LastFailure}}<span class="fail" title="{{.LastFailure}}">last failed {{ago .LastFailureAt $.Now}}: {{.LastFailure}}</span>{{end}}</td>
 <td class="countdown"{{if not .ExpiresAt.IsZero}} data-expires="{{unix .ExpiresAt}}"{{end}}>{{if .ExpiresAt.IsZero}}<span class="dim">—</span>{{else}}{{left .ExpiresIn}}{{end}}</td>

@@ -29,6 +29,8 @@ type Page struct {
 	creds   atomic.Pointer[map[string]*config.Credential] // swapped by a configuration reload
 	routes  atomic.Pointer[map[string][]string]           // credential -> its routes, swapped by a reload
 	refresh time.Duration
+	// subscribers reports push mode's SDS subscribers per credential.
+	subscribers atomic.Pointer[func() map[string]int]
 
 	decisions atomic.Pointer[Decisions] // the filter's Check counts; nil: none yet
 
@@ -100,6 +102,7 @@ type Row struct {
 	ChecksHour    Counts    `json:"checks_hour"`
 	ChecksDay     Counts    `json:"checks_day"`
 	Requests      int64     `json:"requests"`
+	Subscribers   int       `json:"sds_subscribers"` // Envoy streams the value is pushed to (push mode)
 	Hits          int64     `json:"served_from_cache"`
 	HitRatio      float64   `json:"hit_ratio"`
 	CostPerMint   float64   `json:"cost_per_mint"`
@@ -179,8 +182,9 @@ func (p *Page) Data() Data {
 	if r := p.routes.Load(); r != nil {
 		routes = *r
 	}
+	subs := p.subscriberCounts()
 	for name, cr := range *p.creds.Load() {
-		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes[name],
+		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes[name], Subscribers: subs[name],
 			ChecksHour: checksOf[name].Hour, ChecksDay: checksOf[name].Day}
 		for _, s := range byName[name] {
 			r.fold(s, now)

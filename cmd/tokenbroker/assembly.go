@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"google.golang.org/grpc"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,7 @@ type assembly struct {
 	reg *prometheus.Registry
 
 	tracer      *tracer // tracing: and OTEL_*, first to start and last to stop
+	push        *pushMode
 	fleet       *fleetTier
 	budgets     *budgets
 	tokens      *tokenCache
@@ -131,12 +133,14 @@ func newAssembly(log *zap.Logger) *assembly {
 	a.decisions = &decisions{log: log, tokens: a.tokens, metrics: filter.NewMetrics(reg)}
 	adminHandler := admin.New(reg)
 	a.status = &statusPage{reg: reg, decisions: a.decisions.metrics, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
+	a.push = &pushMode{log: log, reg: reg, tokens: a.tokens, decisions: a.decisions, status: a.status}
 	a.admin = newAdminListener(adminHandler, a, log)
 	a.grpc = newGRPCListener(&a.decisions.current, log)
+	a.grpc.services = append(a.grpc.services, func(g *grpc.Server) { a.push.register(g, a.grpc.health) })
 	a.forwardAuth = newForwardAuthListener(&a.decisions.current, log)
 	a.brokerHTTP = newBrokerListener(a.broker, log)
 
-	a.core = []component{a.tracer, a.fleet, a.budgets, a.tokens, a.broker, a.decisions, a.status, a.admin}
+	a.core = []component{a.tracer, a.fleet, a.budgets, a.tokens, a.broker, a.decisions, a.status, a.push, a.admin}
 	a.serving = []component{a.grpc, a.forwardAuth, a.brokerHTTP}
 	return a
 }
@@ -221,6 +225,7 @@ func (a *assembly) stop() {
 		return context.WithTimeout(context.Background(), cfg.Shutdown.Drain.D())
 	}
 	ctx, cancel := drain()
+	a.push.stop(ctx) // SDS streams end first, or they would hold the gRPC drain to its deadline
 	var wg sync.WaitGroup
 	for _, c := range a.serving {
 		wg.Go(func() { c.stop(ctx) })

@@ -26,6 +26,7 @@ type decisions struct {
 	tokens  *tokenCache
 	metrics *filter.Metrics // shared by every filter built
 	current envoy.Current
+	filter  *filter.Filter // the one in current, for push mode; set on commit
 	in      *config.Config // in force; apply and commit run under the reload lock
 }
 
@@ -44,7 +45,7 @@ func (d *decisions) apply(cfg *config.Config) (change, error) {
 	return change{
 		commit: func() {
 			d.current.Store(f)
-			d.in = cfg
+			d.filter, d.in = f, cfg
 		},
 		retire: func() {
 			if old == nil {

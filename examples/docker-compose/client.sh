@@ -21,5 +21,15 @@ echo "== the HTTP forward-auth endpoint, asked as nginx would =="
 curl -sS -o /dev/null -D - -H 'Host: orders.example.com' -H 'X-Original-URI: /v1/x' -H 'X-Original-Method: GET' \
   http://tokenbroker:9192/nginx | sed -E 's/(Bearer .{12}).*/\1.../' | grep -iE '^(HTTP|authorization)'
 echo
-echo "== what the IdP minted (one token per credential, however many calls) =="
+echo "== push mode: the same calls through envoy-sds (tokens over SDS, no call to tokenbroker per request) =="
+n=0
+until curl -fsS -o /dev/null -H 'Host: orders.example.com' http://envoy-sds:10001/v1/ping 2>/dev/null; do
+  n=$((n + 1)); [ "$n" -ge 60 ] && { echo "envoy-sds did not come up"; exit 1; }
+  sleep 1
+done
+curl -sS -H 'Host: billing.example.com' -H 'Authorization: Bearer forged' http://envoy-sds:10001/v1/invoices
+for i in 1 2 3; do curl -sS -H 'Host: orders.example.com' "http://envoy-sds:10001/v1/orders/$i"; done
+curl -sS -o /dev/null -D - -H 'Host: evil.example.net' http://envoy-sds:10001/ | grep -E '^HTTP'
+echo
+echo "== what the IdP minted (one token per credential, however many calls, through both Envoys) =="
 curl -sS http://devidp:9000/stats; echo
