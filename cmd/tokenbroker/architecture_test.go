@@ -29,6 +29,7 @@ var layers = map[string]int{
 	"filter":              4,
 	"broker":              4,
 	"envoy":               5,
+	"sds":                 5, // push mode: Envoy's SDS wire format beside envoy's ext_authz
 	"status":              5,
 }
 
