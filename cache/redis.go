@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -62,15 +63,23 @@ type RedisOptions struct {
 }
 
 // Redis is the Shared tier backed by Redis, Redis Cluster or Sentinel.
-// Values are sealed with AES-256-GCM; key names are hashes of the
-// credential identity, so Redis holds no token, secret or client id in clear.
+// Values are sealed with AES-256-GCM; key names are keyed hashes of the
+// credential identity (see Names), so Redis holds no token, secret or
+// client id in clear, and cannot confirm a guessed one.
 type Redis struct {
 	opts   RedisOptions
 	client redis.UniversalClient
 	br     *breaker
+	// nameKeys name Redis keys: DeriveKey(namesPurpose) of every encryption
+	// key, the encrypting key's first. New keys are named with the first;
+	// the others find what replicas still on an older key wrote.
+	nameKeys [][]byte
 
 	unreadable sync.Map // Redis key -> struct{}: logged once
 }
+
+// namesPurpose is the HKDF purpose of the key-naming keys.
+const namesPurpose = "redis key names v1"
 
 // releaseScript deletes the lock only if it still holds our owner value, so a
 // replica whose lock expired cannot free another replica's lock.
@@ -107,7 +116,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		opts.Meter = NewL2Metrics(nil)
 	}
 	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
-	r := &Redis{opts: opts}
+	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose)}
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
 		MasterName:            opts.MasterName,
@@ -165,12 +174,33 @@ func (r *Redis) Close() error { return r.client.Close() }
 // LockWait implements Shared.
 func (r *Redis) LockWait() time.Duration { return r.opts.LockTTL }
 
-// Names returns the Redis key names used for id: its token and its lock.
-// They are hashes: the identity itself never appears in Redis.
-func (r *Redis) Names(id string) (token, lock string) {
-	sum := sha256.Sum256([]byte("tokenbroker.l2.v1\x00" + id))
-	h := hex.EncodeToString(sum[:])
-	return r.opts.KeyPrefix + "token:" + h, r.opts.KeyPrefix + "lock:" + h
+// Names returns the Redis key names for id (a credential identity): its
+// token and its fleet mint lock.
+//
+// A name is key_prefix + kind + ":{" + tag + "}". The tag is an HMAC-SHA256
+// (128 bits kept) of id under a key derived from the encrypting key, so
+// someone who reads Redis but holds no encryption key cannot confirm a
+// guessed credential, client id or configuration, nor link a name to one.
+// The braces make tag the Redis Cluster hash tag: a credential's token and
+// lock share one slot, so one master holds both and they fail over together.
+// Rotating the encrypting key renames the keys: Load still finds tokens
+// under the names of the other configured keys (see Load).
+func (r *Redis) Names(id string) (token, lock string) { return r.names(0, id) }
+
+func (r *Redis) names(i int, id string) (token, lock string) {
+	tag := "{" + keyedTag(r.nameKeys[i], "l2", id) + "}"
+	return r.opts.KeyPrefix + "token:" + tag, r.opts.KeyPrefix + "lock:" + tag
+}
+
+// keyedTag is the hex of the first 128 bits of HMAC-SHA256(key, kind NUL
+// input): collisions among even millions of names are out of reach, and the
+// key names stay short.
+func keyedTag(key []byte, kind, input string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(input))
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // do runs one Redis operation under the breaker and the per-operation timeout.
@@ -190,33 +220,53 @@ func (r *Redis) do(ctx context.Context, op func(ctx context.Context) error) erro
 	return err
 }
 
-// Load implements Shared.
+// Load implements Shared. It looks under the encrypting key's name first
+// and, while a key rotation is under way (more than one key configured),
+// under the names the other keys give, so a replica that has moved to a new
+// key still finds the token a replica on the old key wrote.
 func (r *Redis) Load(ctx context.Context, key Key) (credential.Token, bool, error) {
-	name, _ := r.Names(key.ID)
+	result := "miss"
+	for i := range r.nameKeys {
+		name, _ := r.names(i, key.ID)
+		tok, res, err := r.load(ctx, key, name)
+		if err != nil {
+			r.opts.Meter.lookup(key.Name, "error")
+			return credential.Token{}, false, err
+		}
+		if res == "hit" {
+			r.opts.Meter.lookup(key.Name, "hit")
+			return tok, true, nil
+		}
+		if res == "unreadable" {
+			result = res
+		}
+	}
+	r.opts.Meter.lookup(key.Name, result)
+	return credential.Token{}, false, nil
+}
+
+// load reads and opens one name: result is hit, miss or unreadable.
+func (r *Redis) load(ctx context.Context, key Key, name string) (tok credential.Token, result string, err error) {
 	var b []byte
-	err := r.do(ctx, func(ctx context.Context) (err error) {
+	err = r.do(ctx, func(ctx context.Context) (err error) {
 		b, err = r.client.Get(ctx, name).Bytes()
 		return err
 	})
 	switch {
 	case errors.Is(err, redis.Nil):
-		r.opts.Meter.lookup(key.Name, "miss")
-		return credential.Token{}, false, nil
+		return credential.Token{}, "miss", nil
 	case err != nil:
-		r.opts.Meter.lookup(key.Name, "error")
-		return credential.Token{}, false, fmt.Errorf("shared cache: get: %w", err)
+		return credential.Token{}, "", fmt.Errorf("shared cache: get: %w", err)
 	}
-	tok, err := r.opts.Sealer.Open(name, b)
+	tok, err = r.opts.Sealer.Open(name, b)
 	if err != nil {
-		r.opts.Meter.lookup(key.Name, "unreadable")
 		if _, seen := r.unreadable.LoadOrStore(name, struct{}{}); !seen {
 			r.opts.Logger.Warn("shared cache value unreadable (wrong encryption key, corrupt, or an older format): treated as a miss",
 				zap.String("credential", key.Name))
 		}
-		return credential.Token{}, false, nil
+		return credential.Token{}, "unreadable", nil
 	}
-	r.opts.Meter.lookup(key.Name, "hit")
-	return tok, true, nil
+	return tok, "hit", nil
 }
 
 // Store implements Shared.
