@@ -67,9 +67,18 @@ type RedisOptions struct {
 // credential identity (see Names), so Redis holds no token, secret or
 // client id in clear, and cannot confirm a guessed one.
 type Redis struct {
-	opts   RedisOptions
-	client redis.UniversalClient
-	br     *breaker
+	opts    RedisOptions
+	client  redis.UniversalClient
+	cluster *redis.ClusterClient // client when it is a Redis Cluster; nil otherwise
+	// br has one circuit breaker per kind of operation. With one breaker, a
+	// success anywhere (the mint counter on a live master) reset the
+	// failures of token reads going to a dead master, and it never opened.
+	br      [numOps]*breaker
+	gaugeMu sync.Mutex // serialises the breaker gauge's updates
+
+	stop      chan struct{} // closed by Close: ends the topology refresher
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 	// nameKeys name Redis keys: DeriveKey(namesPurpose) of every encryption
 	// key, the encrypting key's first. New keys are named with the first;
 	// the others find what replicas still on an older key wrote.
@@ -80,6 +89,28 @@ type Redis struct {
 
 // namesPurpose is the HKDF purpose of the key-naming keys.
 const namesPurpose = "redis key names v1"
+
+// opKind is the kind of a Redis operation, for the per-kind breakers.
+type opKind int
+
+const (
+	opGet   opKind = iota // token reads
+	opSet                 // token writes
+	opLock                // fleet mint lock and its release
+	opCount               // budget counts (the mint counter)
+	numOps
+)
+
+func (k opKind) String() string { return [...]string{"get", "set", "lock", "count"}[k] }
+
+// topologyEvery is how often a Redis Cluster client re-reads the slot map
+// even when nothing failed. After a failover a replica that had nothing to
+// ask Redis (an idle one, or one answering from its own cache) would
+// otherwise send its first command to the dead master: go-redis reloads the
+// map only on MOVED/ASK/READONLY, which a dead master never answers, or
+// once a minute. One CLUSTER SLOTS per replica this often costs Redis
+// nothing measurable.
+const topologyEvery = 2 * time.Second
 
 // releaseScript deletes the lock only if it still holds our owner value, so a
 // replica whose lock expired cannot free another replica's lock.
@@ -116,7 +147,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		opts.Meter = NewL2Metrics(nil)
 	}
 	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
-	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose)}
+	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose), stop: make(chan struct{})}
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
 		MasterName:            opts.MasterName,
@@ -137,24 +168,55 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		// budget; those notifications are for managed-Redis maintenance.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
-	r.br = &breaker{
-		threshold: opts.FailureThreshold,
-		cooldown:  opts.Cooldown,
-		now:       opts.Now,
-		onChange: func(from, to breakerState, err error) {
-			opts.Meter.breakerChanged(to)
-			fields := []zap.Field{zap.Stringer("from", from), zap.Stringer("to", to)}
-			if err != nil {
-				fields = append(fields, zap.Error(err))
-			}
-			if to == breakerOpen {
-				opts.Logger.Warn("shared cache unavailable: using local cache and local mints", append(fields, zap.Duration("cooldown", opts.Cooldown))...)
-			} else {
-				opts.Logger.Info("shared cache breaker state changed", fields...)
-			}
-		},
+	for k := range numOps {
+		r.br[k] = &breaker{
+			threshold: opts.FailureThreshold,
+			cooldown:  opts.Cooldown,
+			now:       opts.Now,
+			onChange: func(from, to breakerState, err error) {
+				r.gaugeMu.Lock()
+				opts.Meter.breakerChanged(to, r.worstBreaker())
+				r.gaugeMu.Unlock()
+				fields := []zap.Field{zap.Stringer("operation", k), zap.Stringer("from", from), zap.Stringer("to", to)}
+				if err != nil {
+					fields = append(fields, zap.Error(err))
+				}
+				if to == breakerOpen {
+					opts.Logger.Warn("shared cache unavailable: using local cache and local mints", append(fields, zap.Duration("cooldown", opts.Cooldown))...)
+				} else {
+					opts.Logger.Info("shared cache breaker state changed", fields...)
+				}
+			},
+		}
+	}
+	if c, ok := r.client.(*redis.ClusterClient); ok {
+		r.cluster = c
+		r.wg.Go(r.refreshTopology)
 	}
 	return r, nil
+}
+
+// worstBreaker is the most open state among the breakers (the state gauge).
+func (r *Redis) worstBreaker() breakerState {
+	worst := breakerClosed
+	for _, b := range r.br {
+		worst = max(worst, b.current())
+	}
+	return worst
+}
+
+// refreshTopology re-reads the cluster's slot map every topologyEvery.
+func (r *Redis) refreshTopology() {
+	t := time.NewTicker(topologyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			r.cluster.ReloadState(context.Background()) // asynchronous; go-redis coalesces reloads
+		case <-r.stop:
+			return
+		}
+	}
 }
 
 // quietOnce routes go-redis's own (process-wide) log lines, such as every
@@ -168,8 +230,12 @@ func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
 	z.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
 }
 
-// Close closes the Redis connections.
-func (r *Redis) Close() error { return r.client.Close() }
+// Close stops the topology refresher and closes the Redis connections.
+func (r *Redis) Close() error {
+	r.closeOnce.Do(func() { close(r.stop) })
+	r.wg.Wait()
+	return r.client.Close()
+}
 
 // LockWait implements Shared.
 func (r *Redis) LockWait() time.Duration { return r.opts.LockTTL }
@@ -203,20 +269,26 @@ func keyedTag(key []byte, kind, input string) string {
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
-// do runs one Redis operation under the breaker and the per-operation timeout.
-// redis.Nil (a miss, or a lock held elsewhere) counts as an answer.
-func (r *Redis) do(ctx context.Context, op func(ctx context.Context) error) error {
-	if !r.br.allow() {
+// do runs one Redis operation of kind k under that kind's breaker and the
+// per-operation timeout. redis.Nil (a miss, or a lock held elsewhere)
+// counts as an answer. On a Redis Cluster, a failure also asks for the slot
+// map again: a dead master never answers MOVED, so nothing else would.
+func (r *Redis) do(ctx context.Context, k opKind, op func(ctx context.Context) error) error {
+	br := r.br[k]
+	if !br.allow() {
 		return ErrBreakerOpen
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	err := op(ctx)
 	cancel()
 	if errors.Is(err, redis.Nil) {
-		r.br.done(nil)
+		br.done(nil)
 		return err
 	}
-	r.br.done(err)
+	br.done(err)
+	if err != nil && r.cluster != nil {
+		r.cluster.ReloadState(context.Background())
+	}
 	return err
 }
 
@@ -248,7 +320,7 @@ func (r *Redis) Load(ctx context.Context, key Key) (credential.Token, bool, erro
 // load reads and opens one name: result is hit, miss or unreadable.
 func (r *Redis) load(ctx context.Context, key Key, name string) (tok credential.Token, result string, err error) {
 	var b []byte
-	err = r.do(ctx, func(ctx context.Context) (err error) {
+	err = r.do(ctx, opGet, func(ctx context.Context) (err error) {
 		b, err = r.client.Get(ctx, name).Bytes()
 		return err
 	})
@@ -279,7 +351,7 @@ func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl ti
 	if err != nil {
 		return fmt.Errorf("shared cache: seal: %w", err)
 	}
-	err = r.do(ctx, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
+	err = r.do(ctx, opSet, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
 	if err != nil {
 		r.opts.Meter.write(key.Name, "error")
 		return fmt.Errorf("shared cache: set: %w", err)
@@ -295,7 +367,7 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 	_, _ = rand.Read(owner[:])
 	val := hex.EncodeToString(owner[:])
 	var got bool
-	err := r.do(ctx, func(ctx context.Context) (err error) {
+	err := r.do(ctx, opLock, func(ctx context.Context) (err error) {
 		got, err = r.client.SetNX(ctx, name, val, r.opts.LockTTL).Result() // SET name val PX ttl NX
 		return err
 	})
@@ -310,7 +382,7 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 	r.opts.Meter.lock(key.Name, "acquired")
 	release := func() {
 		// Not the caller's context: the lock should go even if it was cancelled.
-		err := r.do(context.Background(), func(ctx context.Context) error {
+		err := r.do(context.Background(), opLock, func(ctx context.Context) error {
 			return releaseScript.Run(ctx, r.client, []string{name}, val).Err()
 		})
 		if err != nil {
