@@ -52,6 +52,9 @@ type Options struct {
 	// failure: a still-valid token keeps being served and the caller gets an
 	// *UnavailableError wrapping the refusal.
 	MayMint func(Key) error
+	// OfferEvery is how often a token minted while L2 was unreachable is
+	// offered to it again (default 1s).
+	OfferEvery time.Duration
 }
 
 // ErrBackoff marks a request refused without calling the IdP because the
@@ -81,6 +84,11 @@ type Tokens struct {
 	ctx    context.Context // cancelled by Close; parent of background refreshes
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
+
+	offerMu  sync.Mutex        // guards offers and offering
+	offers   map[string]*entry // by Key.ID: minted while L2 was away, to be offered (offer.go)
+	offering bool              // the offer loop runs
+	offerWG  sync.WaitGroup
 }
 
 // entry is what ristretto holds: an immutable token with its deadlines.
@@ -133,6 +141,9 @@ func New(opts Options) (*Tokens, error) {
 	if opts.L2Meter == nil {
 		opts.L2Meter = NewL2Metrics(nil)
 	}
+	if opts.OfferEvery <= 0 {
+		opts.OfferEvery = defaultOfferEvery
+	}
 	l1, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
 		NumCounters:        opts.MaxTokens * 10, // ristretto's advice: 10× the items
 		MaxCost:            opts.MaxTokens,
@@ -143,7 +154,7 @@ func New(opts Options) (*Tokens, error) {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tokens{opts: opts, l1: l1, ctx: ctx, cancel: cancel}
+	t := &Tokens{opts: opts, l1: l1, ctx: ctx, cancel: cancel, offers: make(map[string]*entry)}
 	opts.Meter.watch(t)
 	return t, nil
 }
@@ -152,6 +163,9 @@ func New(opts Options) (*Tokens, error) {
 func (t *Tokens) Close() {
 	t.cancel()
 	t.bg.Wait()
+	t.offerMu.Lock() // no offer loop starts after this
+	t.offerMu.Unlock()
+	t.offerWG.Wait()
 	t.opts.Meter.unwatch(t)
 	t.l1.Close()
 }
