@@ -209,3 +209,74 @@ func (c *Cluster) Reshard(from, to *Redis, n int) {
 		c.t.Fatalf("redis-cli --cluster reshard: %v\n%s", err, out)
 	}
 }
+
+// Migration moves one slot between masters by hand, the way redis-cli
+// --cluster reshard does, one step at a time so a test can act in between:
+// after Begin the slot is MIGRATING/IMPORTING, after MoveKeys its keys live
+// on the target while the source still owns the slot (clients get ASK),
+// after Finish the target owns it (clients with the old map get MOVED).
+type Migration struct {
+	c            *Cluster
+	slot         int
+	from, to     *Redis
+	fromID, toID string
+}
+
+// BeginMigration marks slot as migrating from its master to to.
+func (c *Cluster) BeginMigration(slot int, to *Redis) *Migration {
+	c.t.Helper()
+	m := &Migration{c: c, slot: slot, from: c.MasterOf(slot), to: to}
+	m.fromID, m.toID = c.NodeID(m.from), c.NodeID(to)
+	ctx := context.Background()
+	if err := to.Client().Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", m.fromID).Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := m.from.Client().Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", m.toID).Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+// MoveKeys migrates every key of the slot to the target (MIGRATE).
+func (m *Migration) MoveKeys() int {
+	m.c.t.Helper()
+	ctx := context.Background()
+	keys, err := m.from.Client().ClusterGetKeysInSlot(ctx, m.slot, 1000).Result()
+	if err != nil {
+		m.c.t.Fatal(err)
+	}
+	host, port := splitAddr(m.c.t, m.to.Addr)
+	for _, k := range keys {
+		if err := m.from.Client().Migrate(ctx, host, port, k, 0, 5*time.Second).Err(); err != nil {
+			m.c.t.Fatalf("MIGRATE %s: %v", k, err)
+		}
+	}
+	return len(keys)
+}
+
+// Finish gives the slot to the target on every live master.
+func (m *Migration) Finish() {
+	m.c.t.Helper()
+	ctx := context.Background()
+	for _, n := range []*Redis{m.to, m.from} {
+		if err := n.Client().Do(ctx, "CLUSTER", "SETSLOT", m.slot, "NODE", m.toID).Err(); err != nil {
+			m.c.t.Fatal(err)
+		}
+	}
+	for _, n := range m.c.Nodes {
+		if n.Alive() && n != m.to && n != m.from && strings.Contains(n.Client().Info(ctx, "replication").Val(), "role:master") {
+			_ = n.Client().Do(ctx, "CLUSTER", "SETSLOT", m.slot, "NODE", m.toID).Err()
+		}
+	}
+}
+
+// Masters are the live masters.
+func (c *Cluster) Masters() []*Redis {
+	var out []*Redis
+	for _, n := range c.Nodes {
+		if n.Alive() && strings.Contains(n.Client().Info(context.Background(), "replication").Val(), "role:master") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
