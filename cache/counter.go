@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
 	"time"
@@ -13,9 +12,10 @@ import (
 
 // MintCounter counts events (mints) per name in Redis sorted sets, so every
 // replica of a fleet sees the same rolling counts; it satisfies
-// budget.Counter. Names are hashed, as token keys are: Redis never holds a
-// credential name or broker client id in clear. It shares the tier's
-// timeout and circuit breaker.
+// budget.Counter. Names are keyed hashes, as token keys are (see
+// Redis.Names): Redis never holds a credential name or broker client id in
+// clear, and reading it cannot confirm a guessed one or see its count. It
+// shares the tier's timeout and circuit breaker.
 type MintCounter struct {
 	r    *Redis
 	keep time.Duration
@@ -26,9 +26,9 @@ func (r *Redis) MintCounter(keep time.Duration) *MintCounter {
 	return &MintCounter{r: r, keep: keep}
 }
 
-func (c *MintCounter) key(name string) string {
-	sum := sha256.Sum256([]byte("tokenbroker.budget.v1\x00" + name))
-	return c.r.opts.KeyPrefix + "budget:" + hex.EncodeToString(sum[:])
+// key is name's sorted set under the i-th naming key (0: the encrypting key's).
+func (c *MintCounter) key(i int, name string) string {
+	return c.r.opts.KeyPrefix + "budget:{" + keyedTag(c.r.nameKeys[i], "budget", name) + "}"
 }
 
 // Add records one event for name at at, and trims events older than keep.
@@ -36,8 +36,8 @@ func (c *MintCounter) Add(ctx context.Context, name string, at time.Time) error 
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
 	member := strconv.FormatInt(at.UnixNano(), 36) + "." + hex.EncodeToString(nonce[:]) // unique per event
-	key := c.key(name)
-	return c.r.do(ctx, func(ctx context.Context) error {
+	key := c.key(0, name)
+	return c.r.do(ctx, opCount, func(ctx context.Context) error {
 		_, err := c.r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: member})
 			p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(at.Add(-c.keep).UnixMilli(), 10))
@@ -48,14 +48,25 @@ func (c *MintCounter) Add(ctx context.Context, name string, at time.Time) error 
 	})
 }
 
-// Count returns how many events for name fall in [since, until].
+// Count returns how many events for name fall in [since, until]. During a
+// key rotation it adds the counts under every configured key's name: each
+// event is recorded under exactly one, so nothing is counted twice and a
+// rotation does not reset a budget.
 func (c *MintCounter) Count(ctx context.Context, name string, since, until time.Time) (int64, error) {
-	var n int64
-	key := c.key(name)
-	err := c.r.do(ctx, func(ctx context.Context) error {
-		var err error
-		n, err = c.r.client.ZCount(ctx, key, strconv.FormatInt(since.UnixMilli(), 10), strconv.FormatInt(until.UnixMilli(), 10)).Result()
-		return err
-	})
-	return n, err
+	var total int64
+	lo, hi := strconv.FormatInt(since.UnixMilli(), 10), strconv.FormatInt(until.UnixMilli(), 10)
+	for i := range c.r.nameKeys {
+		key := c.key(i, name)
+		var n int64
+		err := c.r.do(ctx, opCount, func(ctx context.Context) error {
+			var err error
+			n, err = c.r.client.ZCount(ctx, key, lo, hi).Result()
+			return err
+		})
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }

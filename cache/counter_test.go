@@ -15,8 +15,9 @@ import (
 func TestMintCounterSharedByFleet(t *testing.T) {
 	r := testpeer.StartRedis(t)
 	c := newClock()
-	a := newShared(t, r, c, time.Second, newKey(t)).MintCounter(time.Hour)
-	b := newShared(t, r, c, time.Second, newKey(t)).MintCounter(time.Hour)
+	k := newKey(t) // one fleet, one key: the counters' names depend on it
+	a := newShared(t, r, c, time.Second, k).MintCounter(time.Hour)
+	b := newShared(t, r, c, time.Second, k).MintCounter(time.Hour)
 	ctx := context.Background()
 	now := c.Now()
 	for i := range 3 {

@@ -3,7 +3,9 @@ package cache
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,7 @@ var errUnreadable = errors.New("shared value cannot be decrypted with any config
 // encrypts; every key decrypts, so keys can be rotated across a fleet.
 type Sealer struct {
 	aeads []cipher.AEAD
+	keys  [][]byte // the raw keys, same order, for DerivedKeys
 }
 
 // NewSealer builds a Sealer from raw 32-byte keys, the encrypting key first.
@@ -45,8 +48,32 @@ func NewSealer(keys [][]byte) (*Sealer, error) {
 			return nil, fmt.Errorf("key %d: %w", i+1, err)
 		}
 		s.aeads = append(s.aeads, aead)
+		s.keys = append(s.keys, append([]byte(nil), k...))
 	}
 	return s, nil
+}
+
+// DeriveKey derives a 32-byte key for one purpose from an encryption key
+// with HKDF-SHA256 (RFC 5869). Keys for different purposes are independent:
+// knowing one (say, a Redis key-name key) reveals nothing of the encryption
+// key or of the others. purpose names the use, e.g. "redis key names v1".
+func DeriveKey(encryptionKey []byte, purpose string) []byte {
+	k, err := hkdf.Key(sha256.New, encryptionKey, nil, "tokenbroker "+purpose, 32)
+	if err != nil {
+		panic("cache: hkdf: " + err.Error()) // only for a length HKDF cannot give; 32 it always can
+	}
+	return k
+}
+
+// DerivedKeys returns DeriveKey(key, purpose) for every configured key, the
+// encrypting key's first: what a fleet that rotates keys needs to keep
+// recognising what its older key derived.
+func (s *Sealer) DerivedKeys(purpose string) [][]byte {
+	out := make([][]byte, len(s.keys))
+	for i, k := range s.keys {
+		out[i] = DeriveKey(k, purpose)
+	}
+	return out
 }
 
 // sealed is the plaintext layout: every credential.Token field.

@@ -111,14 +111,19 @@ func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *en
 	return e
 }
 
-// mintShared mints and, when share is set, offers the token to the fleet
-// for the rest of its usable life.
+// mintShared mints and shares the token with the fleet for the rest of its
+// usable life. share false means the tier just failed: the token is queued
+// to be offered once the tier answers again (offer.go).
 func (t *Tokens) mintShared(ctx context.Context, s *slot, src credential.Source, share bool) (any, error) {
 	v, err := t.mint(ctx, s, src)
-	if err != nil || !share {
+	if err != nil {
 		return v, err
 	}
 	e := v.(*entry)
+	if !share {
+		t.pendOffer(e)
+		return v, nil
+	}
 	if err := t.opts.L2.Store(ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
 		t.opts.Logger.Debug("token not shared", zap.String("credential", s.key.Name), zap.Error(err))
 	}

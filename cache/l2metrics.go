@@ -34,11 +34,11 @@ func NewL2Metrics(reg prometheus.Registerer) *L2Metrics {
 		}, []string{"credential", "result"}),
 		state: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tokenbroker_l2_breaker_state",
-			Help: "Shared cache circuit breaker: 0 closed (Redis in use), 1 half-open (probing), 2 open (Redis skipped).",
+			Help: "Shared cache circuit breakers (one per kind of operation: get, set, lock, count), the most open of them: 0 closed (Redis in use), 1 half-open (probing), 2 open (Redis skipped).",
 		}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_l2_breaker_transitions_total",
-			Help: "Shared cache circuit breaker state changes by the state entered.",
+			Help: "Shared cache circuit breaker state changes (any operation kind's breaker) by the state entered.",
 		}, []string{"state"}),
 	}
 	if reg != nil {
@@ -51,7 +51,9 @@ func (m *L2Metrics) lookup(name, result string) { m.lookups.WithLabelValues(name
 func (m *L2Metrics) write(name, result string)  { m.writes.WithLabelValues(name, result).Inc() }
 func (m *L2Metrics) lock(name, result string)   { m.locks.WithLabelValues(name, result).Inc() }
 
-func (m *L2Metrics) breakerChanged(to breakerState) {
-	m.state.Set(float64(to))
+// breakerChanged records one breaker entering to; worst is the most open
+// state among all of the tier's breakers, which the gauge shows.
+func (m *L2Metrics) breakerChanged(to, worst breakerState) {
+	m.state.Set(float64(worst))
 	m.transitions.WithLabelValues(to.String()).Inc()
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -63,15 +64,54 @@ type RedisOptions struct {
 }
 
 // Redis is the Shared tier backed by Redis, Redis Cluster or Sentinel.
-// Values are sealed with AES-256-GCM; key names are hashes of the
-// credential identity, so Redis holds no token, secret or client id in clear.
+// Values are sealed with AES-256-GCM; key names are keyed hashes of the
+// credential identity (see Names), so Redis holds no token, secret or
+// client id in clear, and cannot confirm a guessed one.
 type Redis struct {
-	opts   RedisOptions
-	client redis.UniversalClient
-	br     *breaker
+	opts    RedisOptions
+	client  redis.UniversalClient
+	cluster *redis.ClusterClient // client when it is a Redis Cluster; nil otherwise
+	// br has one circuit breaker per kind of operation. With one breaker, a
+	// success anywhere (the mint counter on a live master) reset the
+	// failures of token reads going to a dead master, and it never opened.
+	br      [numOps]*breaker
+	gaugeMu sync.Mutex // serialises the breaker gauge's updates
+
+	stop      chan struct{} // closed by Close: ends the topology refresher
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	// nameKeys name Redis keys: DeriveKey(namesPurpose) of every encryption
+	// key, the encrypting key's first. New keys are named with the first;
+	// the others find what replicas still on an older key wrote.
+	nameKeys [][]byte
 
 	unreadable sync.Map // Redis key -> struct{}: logged once
 }
+
+// namesPurpose is the HKDF purpose of the key-naming keys.
+const namesPurpose = "redis key names v1"
+
+// opKind is the kind of a Redis operation, for the per-kind breakers.
+type opKind int
+
+const (
+	opGet   opKind = iota // token reads
+	opSet                 // token writes
+	opLock                // fleet mint lock and its release
+	opCount               // budget counts (the mint counter)
+	numOps
+)
+
+func (k opKind) String() string { return [...]string{"get", "set", "lock", "count"}[k] }
+
+// topologyEvery is how often a Redis Cluster client re-reads the slot map
+// even when nothing failed. After a failover a replica that had nothing to
+// ask Redis (an idle one, or one answering from its own cache) would
+// otherwise send its first command to the dead master: go-redis reloads the
+// map only on MOVED/ASK/READONLY, which a dead master never answers, or
+// once a minute. One CLUSTER SLOTS per replica this often costs Redis
+// nothing measurable.
+const topologyEvery = 2 * time.Second
 
 // releaseScript deletes the lock only if it still holds our owner value, so a
 // replica whose lock expired cannot free another replica's lock.
@@ -108,7 +148,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		opts.Meter = NewL2Metrics(nil)
 	}
 	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
-	r := &Redis{opts: opts}
+	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose), stop: make(chan struct{})}
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
 		MasterName:            opts.MasterName,
@@ -132,24 +172,55 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if err := telemetry.InstrumentRedis(r.client); err != nil { // one span per command while tracing is on
 		opts.Logger.Warn("redis commands not traced", zap.Error(err))
 	}
-	r.br = &breaker{
-		threshold: opts.FailureThreshold,
-		cooldown:  opts.Cooldown,
-		now:       opts.Now,
-		onChange: func(from, to breakerState, err error) {
-			opts.Meter.breakerChanged(to)
-			fields := []zap.Field{zap.Stringer("from", from), zap.Stringer("to", to)}
-			if err != nil {
-				fields = append(fields, zap.Error(err))
-			}
-			if to == breakerOpen {
-				opts.Logger.Warn("shared cache unavailable: using local cache and local mints", append(fields, zap.Duration("cooldown", opts.Cooldown))...)
-			} else {
-				opts.Logger.Info("shared cache breaker state changed", fields...)
-			}
-		},
+	for k := range numOps {
+		r.br[k] = &breaker{
+			threshold: opts.FailureThreshold,
+			cooldown:  opts.Cooldown,
+			now:       opts.Now,
+			onChange: func(from, to breakerState, err error) {
+				r.gaugeMu.Lock()
+				opts.Meter.breakerChanged(to, r.worstBreaker())
+				r.gaugeMu.Unlock()
+				fields := []zap.Field{zap.Stringer("operation", k), zap.Stringer("from", from), zap.Stringer("to", to)}
+				if err != nil {
+					fields = append(fields, zap.Error(err))
+				}
+				if to == breakerOpen {
+					opts.Logger.Warn("shared cache unavailable: using local cache and local mints", append(fields, zap.Duration("cooldown", opts.Cooldown))...)
+				} else {
+					opts.Logger.Info("shared cache breaker state changed", fields...)
+				}
+			},
+		}
+	}
+	if c, ok := r.client.(*redis.ClusterClient); ok {
+		r.cluster = c
+		r.wg.Go(r.refreshTopology)
 	}
 	return r, nil
+}
+
+// worstBreaker is the most open state among the breakers (the state gauge).
+func (r *Redis) worstBreaker() breakerState {
+	worst := breakerClosed
+	for _, b := range r.br {
+		worst = max(worst, b.current())
+	}
+	return worst
+}
+
+// refreshTopology re-reads the cluster's slot map every topologyEvery.
+func (r *Redis) refreshTopology() {
+	t := time.NewTicker(topologyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			r.cluster.ReloadState(context.Background()) // asynchronous; go-redis coalesces reloads
+		case <-r.stop:
+			return
+		}
+	}
 }
 
 // quietOnce routes go-redis's own (process-wide) log lines, such as every
@@ -163,64 +234,115 @@ func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
 	z.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
 }
 
-// Close closes the Redis connections.
-func (r *Redis) Close() error { return r.client.Close() }
+// Close stops the topology refresher and closes the Redis connections.
+func (r *Redis) Close() error {
+	r.closeOnce.Do(func() { close(r.stop) })
+	r.wg.Wait()
+	return r.client.Close()
+}
 
 // LockWait implements Shared.
 func (r *Redis) LockWait() time.Duration { return r.opts.LockTTL }
 
-// Names returns the Redis key names used for id: its token and its lock.
-// They are hashes: the identity itself never appears in Redis.
-func (r *Redis) Names(id string) (token, lock string) {
-	sum := sha256.Sum256([]byte("tokenbroker.l2.v1\x00" + id))
-	h := hex.EncodeToString(sum[:])
-	return r.opts.KeyPrefix + "token:" + h, r.opts.KeyPrefix + "lock:" + h
+// Names returns the Redis key names for id (a credential identity): its
+// token and its fleet mint lock.
+//
+// A name is key_prefix + kind + ":{" + tag + "}". The tag is an HMAC-SHA256
+// (128 bits kept) of id under a key derived from the encrypting key, so
+// someone who reads Redis but holds no encryption key cannot confirm a
+// guessed credential, client id or configuration, nor link a name to one.
+// The braces make tag the Redis Cluster hash tag: a credential's token and
+// lock share one slot, so one master holds both and they fail over together.
+// Rotating the encrypting key renames the keys: Load still finds tokens
+// under the names of the other configured keys (see Load).
+func (r *Redis) Names(id string) (token, lock string) { return r.names(0, id) }
+
+func (r *Redis) names(i int, id string) (token, lock string) {
+	tag := "{" + keyedTag(r.nameKeys[i], "l2", id) + "}"
+	return r.opts.KeyPrefix + "token:" + tag, r.opts.KeyPrefix + "lock:" + tag
 }
 
-// do runs one Redis operation under the breaker and the per-operation timeout.
-// redis.Nil (a miss, or a lock held elsewhere) counts as an answer.
-func (r *Redis) do(ctx context.Context, op func(ctx context.Context) error) error {
-	if !r.br.allow() {
+// keyedTag is the hex of the first 128 bits of HMAC-SHA256(key, kind NUL
+// input): collisions among even millions of names are out of reach, and the
+// key names stay short.
+func keyedTag(key []byte, kind, input string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(input))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// do runs one Redis operation of kind k under that kind's breaker and the
+// per-operation timeout. redis.Nil (a miss, or a lock held elsewhere)
+// counts as an answer. On a Redis Cluster, a failure also asks for the slot
+// map again: a dead master never answers MOVED, so nothing else would.
+func (r *Redis) do(ctx context.Context, k opKind, op func(ctx context.Context) error) error {
+	br := r.br[k]
+	if !br.allow() {
 		return ErrBreakerOpen
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	err := op(ctx)
 	cancel()
 	if errors.Is(err, redis.Nil) {
-		r.br.done(nil)
+		br.done(nil)
 		return err
 	}
-	r.br.done(err)
+	br.done(err)
+	if err != nil && r.cluster != nil {
+		r.cluster.ReloadState(context.Background())
+	}
 	return err
 }
 
-// Load implements Shared.
+// Load implements Shared. It looks under the encrypting key's name first
+// and, while a key rotation is under way (more than one key configured),
+// under the names the other keys give, so a replica that has moved to a new
+// key still finds the token a replica on the old key wrote.
 func (r *Redis) Load(ctx context.Context, key Key) (credential.Token, bool, error) {
-	name, _ := r.Names(key.ID)
+	result := "miss"
+	for i := range r.nameKeys {
+		name, _ := r.names(i, key.ID)
+		tok, res, err := r.load(ctx, key, name)
+		if err != nil {
+			r.opts.Meter.lookup(key.Name, "error")
+			return credential.Token{}, false, err
+		}
+		if res == "hit" {
+			r.opts.Meter.lookup(key.Name, "hit")
+			return tok, true, nil
+		}
+		if res == "unreadable" {
+			result = res
+		}
+	}
+	r.opts.Meter.lookup(key.Name, result)
+	return credential.Token{}, false, nil
+}
+
+// load reads and opens one name: result is hit, miss or unreadable.
+func (r *Redis) load(ctx context.Context, key Key, name string) (tok credential.Token, result string, err error) {
 	var b []byte
-	err := r.do(ctx, func(ctx context.Context) (err error) {
+	err = r.do(ctx, opGet, func(ctx context.Context) (err error) {
 		b, err = r.client.Get(ctx, name).Bytes()
 		return err
 	})
 	switch {
 	case errors.Is(err, redis.Nil):
-		r.opts.Meter.lookup(key.Name, "miss")
-		return credential.Token{}, false, nil
+		return credential.Token{}, "miss", nil
 	case err != nil:
-		r.opts.Meter.lookup(key.Name, "error")
-		return credential.Token{}, false, fmt.Errorf("shared cache: get: %w", err)
+		return credential.Token{}, "", fmt.Errorf("shared cache: get: %w", err)
 	}
-	tok, err := r.opts.Sealer.Open(name, b)
+	tok, err = r.opts.Sealer.Open(name, b)
 	if err != nil {
-		r.opts.Meter.lookup(key.Name, "unreadable")
 		if _, seen := r.unreadable.LoadOrStore(name, struct{}{}); !seen {
 			r.opts.Logger.Warn("shared cache value unreadable (wrong encryption key, corrupt, or an older format): treated as a miss",
 				zap.String("credential", key.Name))
 		}
-		return credential.Token{}, false, nil
+		return credential.Token{}, "unreadable", nil
 	}
-	r.opts.Meter.lookup(key.Name, "hit")
-	return tok, true, nil
+	return tok, "hit", nil
 }
 
 // Store implements Shared.
@@ -233,7 +355,7 @@ func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl ti
 	if err != nil {
 		return fmt.Errorf("shared cache: seal: %w", err)
 	}
-	err = r.do(ctx, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
+	err = r.do(ctx, opSet, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
 	if err != nil {
 		r.opts.Meter.write(key.Name, "error")
 		return fmt.Errorf("shared cache: set: %w", err)
@@ -249,7 +371,7 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 	_, _ = rand.Read(owner[:])
 	val := hex.EncodeToString(owner[:])
 	var got bool
-	err := r.do(ctx, func(ctx context.Context) (err error) {
+	err := r.do(ctx, opLock, func(ctx context.Context) (err error) {
 		got, err = r.client.SetNX(ctx, name, val, r.opts.LockTTL).Result() // SET name val PX ttl NX
 		return err
 	})
@@ -264,7 +386,7 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 	r.opts.Meter.lock(key.Name, "acquired")
 	release := func() {
 		// Not the caller's context: the lock should go even if it was cancelled.
-		err := r.do(context.Background(), func(ctx context.Context) error {
+		err := r.do(context.Background(), opLock, func(ctx context.Context) error {
 			return releaseScript.Run(ctx, r.client, []string{name}, val).Err()
 		})
 		if err != nil {

@@ -305,14 +305,34 @@ func TestRedisHoldsNoSecretsAndWrongKeyIsAMiss(t *testing.T) {
 		}
 	}
 
-	// A replica with another key cannot read it: a miss, so it mints (once).
+	// A replica with another key does not even look under the same name
+	// (names are keyed): a miss, so it mints (once).
 	other := f.add(t, time.Second, newKey(t))
 	tok, err := other.Get(ctx, key, f.src)
 	if err != nil || tok.Value != "token-2" {
 		t.Fatalf("wrong key: %q %v, want a miss and a new mint", tok.Value, err)
 	}
-	if n := testutil.ToFloat64(f.l2s[1].opts.Meter.lookups.WithLabelValues(key.Name, "unreadable")); n < 1 {
-		t.Fatal("unreadable value not counted")
+	// A value under the right name that does not open (here: another key's
+	// value copied over it) is a miss too, counted as unreadable.
+	otherName, _ := f.l2s[1].Names(key.ID)
+	fleetName, _ := f.l2s[0].Names(key.ID)
+	if otherName == fleetName {
+		t.Fatal("replicas with different keys use the same key name")
+	}
+	foreign, err := rc.Get(ctx, otherName).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Set(ctx, fleetName, foreign, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := f.add(t, time.Second, f.keys...)
+	if tok, err := fresh.Get(ctx, key, f.src); err != nil || tok.Value != "token-3" {
+		t.Fatalf("unreadable value: %q %v, want a miss and a new mint", tok.Value, err)
+	}
+	// Two lookups: before and after taking the lock.
+	if n := testutil.ToFloat64(f.l2s[2].opts.Meter.lookups.WithLabelValues(key.Name, "unreadable")); n != 2 {
+		t.Fatalf("unreadable lookups = %v, want 2", n)
 	}
 }
 
@@ -333,7 +353,8 @@ func TestRotationReadsOldValues(t *testing.T) {
 func TestLockReleaseOnlyFreesOwnLock(t *testing.T) {
 	c := newClock()
 	r := testpeer.StartRedis(t)
-	a, b := newShared(t, r, c, time.Second, newKey(t)), newShared(t, r, c, time.Second, newKey(t))
+	k := newKey(t) // one fleet, one key: the lock's name depends on it
+	a, b := newShared(t, r, c, time.Second, k), newShared(t, r, c, time.Second, k)
 	ctx := context.Background()
 	release, held, err := a.Lock(ctx, key)
 	if err != nil || !held {

@@ -57,6 +57,9 @@ type Options struct {
 	// failure: a still-valid token keeps being served and the caller gets an
 	// *UnavailableError wrapping the refusal.
 	MayMint func(Key) error
+	// OfferEvery is how often a token minted while L2 was unreachable is
+	// offered to it again (default 1s).
+	OfferEvery time.Duration
 }
 
 // ErrBackoff marks a request refused without calling the IdP because the
@@ -88,6 +91,11 @@ type Tokens struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 	mints  mintCounts // for the status chart (observe.go)
+
+	offerMu  sync.Mutex        // guards offers and offering
+	offers   map[string]*entry // by Key.ID: minted while L2 was away, to be offered (offer.go)
+	offering bool              // the offer loop runs
+	offerWG  sync.WaitGroup
 }
 
 // entry is what ristretto holds: an immutable token with its deadlines.
@@ -136,13 +144,16 @@ func New(opts Options) (*Tokens, error) {
 	if opts.L2Meter == nil {
 		opts.L2Meter = NewL2Metrics(nil)
 	}
+	if opts.OfferEvery <= 0 {
+		opts.OfferEvery = defaultOfferEvery
+	}
 	set := Settings{MaxTokens: opts.MaxTokens, ExpiryMargin: opts.ExpiryMargin, RefreshAhead: opts.RefreshAhead}.withDefaults()
 	store, err := newStore(set.MaxTokens)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tokens{opts: opts, l1: &level1{Settings: set, store: store}, ctx: ctx, cancel: cancel}
+	t := &Tokens{opts: opts, l1: &level1{Settings: set, store: store}, ctx: ctx, cancel: cancel, offers: make(map[string]*entry)}
 	opts.Meter.watch(t)
 	return t, nil
 }
@@ -151,6 +162,9 @@ func New(opts Options) (*Tokens, error) {
 func (t *Tokens) Close() {
 	t.cancel()
 	t.bg.Wait()
+	t.offerMu.Lock() // no offer loop starts after this
+	t.offerMu.Unlock()
+	t.offerWG.Wait()
 	t.opts.Meter.unwatch(t)
 	t.l1mu.Lock()
 	defer t.l1mu.Unlock()
