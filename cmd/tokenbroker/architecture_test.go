@@ -15,9 +15,9 @@ var layers = map[string]int{
 	"internal/canonpath":  -1,
 	"internal/credlabel":  -1,
 	"internal/httpserver": -1,
+	"internal/testcerts":  -1, // test helpers: certificates, used by testpeer's TLS Redis
 	"config":              0,
 	"internal/testclock":  0,
-	"internal/testcerts":  0,
 	"internal/devidp":     0,
 	"internal/testpeer":   0,
 	"telemetry":           1, // spans for every layer above; knows config's tracing section only
