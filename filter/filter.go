@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -116,6 +117,7 @@ type binding struct {
 	sources        *sourcePolicy      // nil: any caller
 	changer        credential.Changer // non-nil for sources whose value can change in place
 	checks         *checkCounts       // this credential's Check counts (checks.go)
+	deniedLog      logThrottle        // "source not allowed" lines for this credential
 }
 
 // formatted memoises the header value of the current token so the hit path
@@ -206,11 +208,17 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 	}
 	if !b.sources.allows(r.Principal, r.SourceAddress) {
 		f.m.deny(r, b.checks, SourceNotAllowed, ReasonSourceNotAllowed, b.name)
-		f.log.Warn("source not allowed to use credential",
-			zap.String("credential", b.name),
-			zap.String("principal", r.Principal),
-			zap.String("source_address", r.SourceAddress),
-			zap.String("host", r.Host))
+		// Anyone can send these: at most one line per credential per
+		// interval, with the count since the last, and the caller's fields
+		// clipped (a principal may be megabytes long).
+		if n, ok := b.deniedLog.take(time.Now()); ok {
+			f.log.Warn("source not allowed to use credential",
+				zap.String("credential", b.name),
+				zap.String("principal", clip(r.Principal)),
+				zap.String("source_address", clip(r.SourceAddress)),
+				zap.String("host", clip(r.Host)),
+				zap.Int64("denials", n))
+		}
 		return Decision{Status: http.StatusForbidden, Reason: ReasonSourceNotAllowed, Credential: b.name}
 	}
 	if b.changer != nil && b.changer.Changed() {
@@ -274,4 +282,25 @@ func (b *binding) value(tok credential.Token) string {
 	v := b.prefix + token + b.suffix
 	b.formatted.Store(&formatted{token: token, value: v})
 	return v
+}
+
+// denialLogEvery is how often a refused caller may cause a log line per
+// credential: a flood of refused requests costs one line per interval.
+const denialLogEvery = 10 * time.Second
+
+// logThrottle lets one event through per denialLogEvery and counts the rest.
+type logThrottle struct {
+	next atomic.Int64 // Unix nanoseconds before which events are only counted
+	n    atomic.Int64 // events since the last one let through
+}
+
+// take counts one event and reports whether to log it, with the count of
+// events it stands for.
+func (l *logThrottle) take(now time.Time) (int64, bool) {
+	l.n.Add(1)
+	next := l.next.Load()
+	if now.UnixNano() < next || !l.next.CompareAndSwap(next, now.Add(denialLogEvery).UnixNano()) {
+		return 0, false
+	}
+	return l.n.Swap(0), true
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
@@ -96,5 +99,58 @@ tokenbroker_credential_checks_total{credential="k",result="source_not_allowed"} 
 	}
 	if d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/a/sa/x"}); !d.Allowed || d.Header.Value != "Bearer the-key" {
 		t.Fatalf("allowed principal: %+v", d)
+	}
+}
+
+// TestSourceDenialsLogBounded: refused callers cause at most one log line
+// per credential per interval, carrying the count, with their (huge)
+// principal clipped.
+func TestSourceDenialsLogBounded(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`credentials:
+  k:
+    type: static
+    value: the-key
+    allowed_sources: ['spiffe://td/ns/a/sa/*']
+routes:
+  - {host: a.example.com, credential: k}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := credential.NewStatic(cfg.Credentials["k"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := cache.New(cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	core, logs := observer.New(zap.WarnLevel)
+	f, err := New(cfg, map[string]credential.Source{"k": src}, tokens, zap.New(core), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := "spiffe://td/ns/b/sa/" + strings.Repeat("x", 1<<20)
+	for range 1000 {
+		if d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: huge}); d.Allowed {
+			t.Fatal("allowed")
+		}
+	}
+	lines := logs.FilterMessage("source not allowed to use credential").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d log lines for 1,000 denials in one interval, want 1", len(lines))
+	}
+	if p := lines[0].ContextMap()["principal"].(string); len(p) > maxDenialField {
+		t.Fatalf("logged principal of %d bytes, want at most %d", len(p), maxDenialField)
+	}
+	var th logThrottle
+	now := time.Now()
+	th.take(now)
+	th.take(now)
+	// The first event is logged; the second only counted; the third, an
+	// interval later, is logged standing for both.
+	if n, ok := th.take(now.Add(denialLogEvery)); !ok || n != 2 {
+		t.Fatalf("next interval: %d %v, want the 2 events since the last line", n, ok)
 	}
 }

@@ -182,7 +182,10 @@ func (s *Server) adopt(fd *feed, epoch uint64, value string, lease cache.Lease, 
 		}
 	} else {
 		fd.retryAt = retryTime(err, now)
-		if !fd.has {
+		// A value adopted under an older configuration (another identity,
+		// or a token invalidated since) must not outlive the failure: only
+		// a usable token of this epoch is kept until its usable end.
+		if !fd.has || fd.adoptedEpoch != epoch {
 			fd.value, fd.failClosed, fd.has, fd.adoptedEpoch = "", true, true, epoch
 			s.changeLocked(fd, now)
 			s.log.Warn("no token for new SDS subscribers; pushed the fail-closed value",

@@ -186,6 +186,19 @@ func (s *Server) Stop() {
 	s.work.Wait()
 }
 
+// Invalidate makes the subscribers of credential name stop using the value
+// they have: the feed asks the cache (whose token the caller dropped) for a
+// new one at once and pushes it, or the fail-closed value if none can be
+// had. It is what `tokenbroker invalidate` means for push mode.
+func (s *Server) Invalidate(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fd := s.feeds[name]; fd != nil && !s.stopped {
+		fd.epoch++ // the value held was obtained before the invalidation
+		s.wakeSoonLocked(fd)
+	}
+}
+
 // Subscribers returns, per credential, the streams subscribed to it and
 // allowed to have it.
 func (s *Server) Subscribers() map[string]int {

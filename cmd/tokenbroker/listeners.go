@@ -146,16 +146,20 @@ func newAdminListener(h *admin.Server, a *assembly, log *zap.Logger) *adminListe
 			return httpServer{Server: newAdminServer(h), name: "admin", log: log}, nil
 		}}
 	purge := func(name string) (int, bool) {
-		if _, ok := a.config().Credentials[name]; !ok {
+		cr, ok := a.config().Credentials[name]
+		if !ok {
 			return 0, false
 		}
-		n := 0
+		// By identity, not by the name a slot was first made under: a
+		// credential renamed by a reload keeps its slot (and token).
+		id, n := cr.Identity(), 0
 		for _, st := range a.tokens.Snapshot() {
-			if st.Key.Name == name {
+			if st.Key.ID == id {
 				a.tokens.Invalidate(st.Key)
 				n++
 			}
 		}
+		a.push.invalidate(name) // SDS subscribers stop using the dropped token too
 		log.Info("credential invalidated", zap.String("credential", name), zap.Int("tokens", n))
 		return n, true
 	}

@@ -41,6 +41,14 @@ func (p *pushMode) apply(*config.Config) (change, error) {
 	return change{commit: func() { p.srv.Reconfigure(p.decisions.filter) }}, nil
 }
 
+// invalidate makes the subscribers of credential name get a new token (or
+// the fail-closed value) instead of the one just dropped from the cache.
+func (p *pushMode) invalidate(name string) {
+	if p.srv != nil {
+		p.srv.Invalidate(name)
+	}
+}
+
 // register adds SDS to a gRPC server the listener builds (each address or
 // TLS change builds a new one) and reports it SERVING in gRPC health.
 func (p *pushMode) register(g *grpc.Server, health interface {
