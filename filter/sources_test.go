@@ -60,32 +60,8 @@ func TestSourcePolicy(t *testing.T) {
 }
 
 func TestDecideSourceNotAllowedIsCounted(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`credentials:
-  k:
-    type: static
-    value: the-key
-    allowed_sources: ['spiffe://td/ns/a/sa/*']
-routes:
-  - {host: a.example.com, credential: k}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := credential.NewStatic(cfg.Credentials["k"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := cache.New(cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tokens.Close()
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	f, err := New(cfg, map[string]credential.Source{"k": src}, tokens, nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := sourceFilter(t, nil, NewMetrics(reg))
 	d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: "spiffe://td/ns/b/sa/x", SourceAddress: "10.0.0.1"})
 	if d.Allowed || d.Status != 403 || d.Reason != "source not allowed" || d.Header.Value != "" {
 		t.Fatalf("decision %+v", d)
@@ -106,31 +82,8 @@ tokenbroker_credential_checks_total{credential="k",result="source_not_allowed"} 
 // per credential per interval, carrying the count, with their (huge)
 // principal clipped.
 func TestSourceDenialsLogBounded(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`credentials:
-  k:
-    type: static
-    value: the-key
-    allowed_sources: ['spiffe://td/ns/a/sa/*']
-routes:
-  - {host: a.example.com, credential: k}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := credential.NewStatic(cfg.Credentials["k"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := cache.New(cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tokens.Close()
 	core, logs := observer.New(zap.WarnLevel)
-	f, err := New(cfg, map[string]credential.Source{"k": src}, tokens, zap.New(core), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := sourceFilter(t, zap.New(core), nil)
 	huge := "spiffe://td/ns/b/sa/" + strings.Repeat("x", 1<<20)
 	for range 1000 {
 		if d := f.Decide(context.Background(), &Request{Host: "a.example.com", Principal: huge}); d.Allowed {
@@ -153,4 +106,35 @@ routes:
 	if n, ok := th.take(now.Add(denialLogEvery)); !ok || n != 2 {
 		t.Fatalf("next interval: %d %v, want the 2 events since the last line", n, ok)
 	}
+}
+
+// sourceFilter is a filter with one static credential k for a.example.com
+// that only spiffe://td/ns/a/sa/* may use.
+func sourceFilter(t *testing.T, log *zap.Logger, m *Metrics) *Filter {
+	t.Helper()
+	cfg, err := config.Parse("t.yaml", []byte(`credentials:
+  k:
+    type: static
+    value: the-key
+    allowed_sources: ['spiffe://td/ns/a/sa/*']
+routes:
+  - {host: a.example.com, credential: k}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := credential.NewStatic(cfg.Credentials["k"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := cache.New(cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tokens.Close)
+	f, err := New(cfg, map[string]credential.Source{"k": src}, tokens, log, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
