@@ -4,14 +4,17 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/credential"
 )
 
 // Tokens minted while the shared tier was unreachable are known to this
 // replica alone, and every other replica mints its own. Each is offered to
 // the tier once it answers again, so the fleet converges back to one token
-// per credential without waiting for the next refresh: a replica whose offer
-// finds a usable token there that lives at least as long adopts it instead,
-// and a replica finding its own (or nothing) has shared it.
+// per credential without waiting for the next refresh. The first offer to
+// reach an empty key wins (SET NX); a replica that finds a usable token
+// there takes it instead of its own, whichever lives longer, because only
+// "first one wins" converges when offers race.
 
 // defaultOfferEvery is how often tokens waiting to be offered are tried.
 const defaultOfferEvery = time.Second
@@ -88,15 +91,32 @@ func (t *Tokens) offer(e *entry) bool {
 	if ok && tok.Value == e.tok.Value {
 		return true // ours is there
 	}
-	// acceptable keeps ours when ours expires later; otherwise it adopts
-	// the fleet's token.
-	if got := t.acceptable(s, tok, ok, false); got != nil && got != e {
-		t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.key.Name))
+	if ok && now.Before(t.newEntry(s, tok).until) {
+		t.adopt(s, e, tok, now)
 		return true
 	}
-	if err := t.opts.L2.Store(t.ctx, s.key, e.tok, e.until.Sub(now)); err != nil {
+	stored, err := t.opts.L2.Offer(t.ctx, s.key, e.tok, e.until.Sub(now))
+	if err != nil {
 		return false
 	}
-	t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.key.Name))
-	return false // look once more: another replica may have offered its own at the same time
+	if stored {
+		t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.key.Name))
+		return true
+	}
+	return false // another replica's offer came first: take it next round
+}
+
+// adopt replaces e, this replica's own token in s, by the fleet's tok,
+// unless s has moved on since (a refresh or an invalidation).
+func (t *Tokens) adopt(s *slot, e *entry, tok credential.Token, now time.Time) {
+	n := t.newEntry(s, tok)
+	s.mu.Lock()
+	if s.cur != e {
+		s.mu.Unlock()
+		return
+	}
+	s.cur = n
+	s.mu.Unlock()
+	t.store(n, now)
+	t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.key.Name))
 }

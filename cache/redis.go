@@ -29,6 +29,9 @@ type Shared interface {
 	Load(ctx context.Context, key Key) (tok credential.Token, ok bool, err error)
 	// Store saves tok under key for ttl.
 	Store(ctx context.Context, key Key, tok credential.Token, ttl time.Duration) error
+	// Offer saves tok under key for ttl only if key holds no token; stored
+	// says whether it did. The first offer wins, so offers converge.
+	Offer(ctx context.Context, key Key, tok credential.Token, ttl time.Duration) (stored bool, err error)
 	// Lock tries once to take key's fleet mint lock. When held, release must
 	// be called (it frees the lock only if this caller still owns it).
 	Lock(ctx context.Context, key Key) (release func(), held bool, err error)
@@ -358,6 +361,31 @@ func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl ti
 	}
 	r.opts.Meter.write(key.Name, "ok")
 	return nil
+}
+
+// Offer implements Shared with SET NX PX.
+func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl time.Duration) (bool, error) {
+	if ttl < time.Millisecond {
+		return false, nil
+	}
+	name, _ := r.Names(key.ID)
+	b, err := r.opts.Sealer.Seal(name, tok)
+	if err != nil {
+		return false, fmt.Errorf("shared cache: seal: %w", err)
+	}
+	var stored bool
+	err = r.do(ctx, opSet, func(ctx context.Context) (err error) {
+		stored, err = r.client.SetNX(ctx, name, b, ttl).Result()
+		return err
+	})
+	if err != nil {
+		r.opts.Meter.write(key.Name, "error")
+		return false, fmt.Errorf("shared cache: set nx: %w", err)
+	}
+	if stored {
+		r.opts.Meter.write(key.Name, "ok")
+	}
+	return stored, nil
 }
 
 // Lock implements Shared with SET NX PX and a random owner value.
