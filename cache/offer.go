@@ -11,10 +11,12 @@ import (
 // Tokens minted while the shared tier was unreachable are known to this
 // replica alone, and every other replica mints its own. Each is offered to
 // the tier once it answers again, so the fleet converges back to one token
-// per credential without waiting for the next refresh. The first offer to
-// reach an empty key wins (SET NX); a replica that finds a usable token
-// there takes it instead of its own, whichever lives longer, because only
-// "first one wins" converges when offers race.
+// per credential without waiting for the next refresh. An offer replaces
+// what the tier holds unless that is a usable token not yet due for
+// refresh, which the replica takes instead of its own (so a fleet never
+// converges on a token about to be refreshed); the replacement is a
+// compare-and-set, so of offers racing for one key exactly one wins and the
+// others take it on their next try.
 
 // defaultOfferEvery is how often tokens waiting to be offered are tried.
 const defaultOfferEvery = time.Second
@@ -84,26 +86,26 @@ func (t *Tokens) offer(e *entry) bool {
 	if cur != e || !now.Before(e.until) {
 		return true // refreshed, adopted or invalidated since, or no longer usable: nothing to offer
 	}
-	tok, ok, err := t.opts.L2.Load(t.ctx, s.key)
-	if err != nil {
+	keep := func(x credential.Token) bool {
+		if x.Value == e.tok.Value {
+			return true
+		}
+		n := t.newEntry(s, x)
+		return now.Before(n.until) && now.Before(n.refreshAt)
+	}
+	stored, kept, err := t.opts.L2.Offer(t.ctx, s.key, e.tok, e.until.Sub(now), keep)
+	switch {
+	case err != nil:
 		return false // the tier is still away
-	}
-	if ok && tok.Value == e.tok.Value {
-		return true // ours is there
-	}
-	if ok && now.Before(t.newEntry(s, tok).until) {
-		t.adopt(s, e, tok, now)
-		return true
-	}
-	stored, err := t.opts.L2.Offer(t.ctx, s.key, e.tok, e.until.Sub(now))
-	if err != nil {
-		return false
-	}
-	if stored {
+	case stored:
 		t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.key.Name))
 		return true
+	case kept.Value == "":
+		return false // another replica's offer won the race: take it next round
+	case kept.Value != e.tok.Value:
+		t.adopt(s, e, kept, now)
 	}
-	return false // another replica's offer came first: take it next round
+	return true
 }
 
 // adopt replaces e, this replica's own token in s, by the fleet's tok,

@@ -65,3 +65,56 @@ func TestLocalMintsOfferedWhenTierReturns(t *testing.T) {
 		t.Fatalf("%d mints, want 2 (the two local ones)", n)
 	}
 }
+
+// TestOfferReplacesTokenDueForRefresh: Redis holds a token due for refresh
+// when a replica that minted on its own while Redis was frozen offers a
+// fresh one. The offer replaces it (a fleet must not converge on a token
+// about to be refreshed), and the replica holding the old token takes the
+// new one at its refresh instead of minting.
+func TestOfferReplacesTokenDueForRefresh(t *testing.T) {
+	c := newClock()
+	r := testpeer.StartRedis(t)
+	keys := [][]byte{newKey(t)}
+	src := &source{clock: c, lifetime: time.Hour}
+	newCache := func(timeout time.Duration) (*Tokens, *Redis) {
+		l2 := newShared(t, r, c, timeout, keys...)
+		tk, err := New(Options{ExpiryMargin: 30 * time.Second, RefreshAhead: 0.2, Now: c.Now, L2: l2, L2Meter: l2.opts.Meter, OfferEvery: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tk.Close)
+		return tk, l2
+	}
+	a, l2a := newCache(time.Second)
+	b, _ := newCache(200 * time.Millisecond)
+	ctx := context.Background()
+	if tok, err := a.Get(ctx, key, src); err != nil || tok.Value != "token-1" {
+		t.Fatalf("a: %q %v", tok.Value, err)
+	}
+	a.Settle()
+	c.Advance(50 * time.Minute) // token-1 is due for refresh
+	r.Pause()
+	tok, err := b.Get(ctx, key, src) // Redis answers nothing: a local mint
+	r.Resume()
+	if err != nil || tok.Value != "token-2" {
+		t.Fatalf("b with Redis frozen: %q %v, want a local token-2", tok.Value, err)
+	}
+	tick := time.NewTicker(10 * time.Millisecond) // polling pace
+	defer tick.Stop()
+	for deadline := time.Now().Add(10 * time.Second); ; <-tick.C {
+		if got, ok, err := l2a.Load(ctx, key); err == nil && ok && got.Value == "token-2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's fresh token did not replace the one due for refresh")
+		}
+	}
+	// a's next hit starts its refresh, which finds token-2 in Redis.
+	if tok, err := a.Get(ctx, key, src); err != nil || tok.Value != "token-1" {
+		t.Fatalf("a: %q %v", tok.Value, err)
+	}
+	a.Settle()
+	if tok, err := a.Get(ctx, key, src); err != nil || tok.Value != "token-2" || src.calls.Load() != 2 {
+		t.Fatalf("a after its refresh: %q %v, %d mints; want token-2 and no third mint", tok.Value, err, src.calls.Load())
+	}
+}

@@ -179,7 +179,6 @@ func runFailover(t *testing.T, tier failoverTier) {
 	defer idpSrv.Close()
 	block := "  expiry_margin: 1s\n  refresh_ahead: 0.5\n" + fleetRedisBlock(t, "127.0.0.1:1") + "    lock_ttl: 2s\n"
 	block = strings.Replace(block, "    addrs: [127.0.0.1:1]\n", tier.redisBlock, 1)
-	block = strings.Replace(block, "timeout: 500ms", "timeout: 250ms", 1)
 	rs := startFleet(t, 3, idpSrv.URL, block)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
