@@ -123,7 +123,8 @@ func (t *Tokens) mintShared(s *slot, src credential.Source, share bool) (any, er
 		return v, nil
 	}
 	if err := t.opts.L2.Store(t.ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
-		t.opts.Logger.Debug("token not shared", zap.String("credential", s.key.Name), zap.Error(err))
+		t.opts.Logger.Debug("token not shared; offered again later", zap.String("credential", s.key.Name), zap.Error(err))
+		t.pendOffer(e)
 	}
 	return v, nil
 }

@@ -366,6 +366,7 @@ func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl ti
 }
 
 // Offer implements Shared with WATCH, GET and MULTI/SET/EXEC on the key.
+// Its read counts as a lookup.
 func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl time.Duration, keep func(credential.Token) bool) (bool, credential.Token, error) {
 	if ttl < time.Millisecond {
 		return false, credential.Token{}, nil
@@ -382,11 +383,19 @@ func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl ti
 			old, err := tx.Get(ctx, name).Bytes()
 			switch {
 			case err == nil:
-				if x, err := r.opts.Sealer.Open(name, old); err == nil && keep(x) {
+				x, err := r.opts.Sealer.Open(name, old)
+				if err != nil {
+					r.opts.Meter.lookup(key.Name, "unreadable")
+					break
+				}
+				r.opts.Meter.lookup(key.Name, "hit")
+				if keep(x) {
 					kept = x
 					return nil
 				}
-			case !errors.Is(err, redis.Nil):
+			case errors.Is(err, redis.Nil):
+				r.opts.Meter.lookup(key.Name, "miss")
+			default:
 				return err
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
