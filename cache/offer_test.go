@@ -2,9 +2,11 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/credential"
 	"github.com/tokenbroker/tokenbroker/internal/testpeer"
 )
 
@@ -116,5 +118,30 @@ func TestOfferReplacesTokenDueForRefresh(t *testing.T) {
 	a.Settle()
 	if tok, err := a.Get(ctx, key, src); err != nil || tok.Value != "token-2" || src.calls.Load() != 2 {
 		t.Fatalf("a after its refresh: %q %v, %d mints; want token-2 and no third mint", tok.Value, err, src.calls.Load())
+	}
+}
+
+// TestOffersBounded: a flood of keys minted while the tier is away queues at
+// most maxOffers tokens to offer; the rest are shared at their next refresh.
+func TestOffersBounded(t *testing.T) {
+	c := newClock()
+	r := testpeer.StartRedis(t)
+	l2 := newShared(t, r, c, 100*time.Millisecond, newKey(t))
+	r.Kill()
+	tk, err := New(Options{ExpiryMargin: 30 * time.Second, Now: c.Now, L2: l2, L2Meter: l2.opts.Meter, OfferEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	for i := range maxOffers + 10 {
+		s := tk.slot(Key{ID: fmt.Sprint("id-", i), Name: "flood"})
+		e := tk.newEntry(s, credential.Token{Value: fmt.Sprint("t", i), Expiry: c.Now().Add(time.Hour)})
+		tk.pendOffer(e)
+	}
+	tk.offerMu.Lock()
+	n := len(tk.offers)
+	tk.offerMu.Unlock()
+	if n != maxOffers {
+		t.Fatalf("%d tokens queued to offer, want the bound %d", n, maxOffers)
 	}
 }
