@@ -125,7 +125,8 @@ func (t *Tokens) mintShared(ctx context.Context, s *slot, src credential.Source,
 		return v, nil
 	}
 	if err := t.opts.L2.Store(ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
-		t.opts.Logger.Debug("token not shared", zap.String("credential", s.key.Name), zap.Error(err))
+		t.opts.Logger.Debug("token not shared; offered again later", zap.String("credential", s.key.Name), zap.Error(err))
+		t.pendOffer(e)
 	}
 	return v, nil
 }

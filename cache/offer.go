@@ -4,14 +4,19 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tokenbroker/tokenbroker/credential"
 )
 
 // Tokens minted while the shared tier was unreachable are known to this
 // replica alone, and every other replica mints its own. Each is offered to
 // the tier once it answers again, so the fleet converges back to one token
-// per credential without waiting for the next refresh: a replica whose offer
-// finds a usable token there that lives at least as long adopts it instead,
-// and a replica finding its own (or nothing) has shared it.
+// per credential without waiting for the next refresh. An offer replaces
+// what the tier holds unless that is a usable token not yet due for
+// refresh, which the replica takes instead of its own (so a fleet never
+// converges on a token about to be refreshed); the replacement is a
+// compare-and-set, so of offers racing for one key exactly one wins and the
+// others take it on their next try.
 
 // defaultOfferEvery is how often tokens waiting to be offered are tried.
 const defaultOfferEvery = time.Second
@@ -81,22 +86,39 @@ func (t *Tokens) offer(e *entry) bool {
 	if cur != e || !now.Before(e.until) {
 		return true // refreshed, adopted or invalidated since, or no longer usable: nothing to offer
 	}
-	tok, ok, err := t.opts.L2.Load(t.ctx, s.key)
-	if err != nil {
+	keep := func(x credential.Token) bool {
+		if x.Value == e.tok.Value {
+			return true
+		}
+		n := t.newEntry(s, x)
+		return now.Before(n.until) && now.Before(n.refreshAt)
+	}
+	stored, kept, err := t.opts.L2.Offer(t.ctx, s.key, e.tok, e.until.Sub(now), keep)
+	switch {
+	case err != nil:
 		return false // the tier is still away
-	}
-	if ok && tok.Value == e.tok.Value {
-		return true // ours is there
-	}
-	// acceptable keeps ours when ours expires later; otherwise it adopts
-	// the fleet's token.
-	if got := t.acceptable(s, tok, ok, false); got != nil && got != e {
-		t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.key.Name))
+	case stored:
+		t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.key.Name))
 		return true
+	case kept.Value == "":
+		return false // another replica's offer won the race: take it next round
+	case kept.Value != e.tok.Value:
+		t.adopt(s, e, kept, now)
 	}
-	if err := t.opts.L2.Store(t.ctx, s.key, e.tok, e.until.Sub(now)); err != nil {
-		return false
+	return true
+}
+
+// adopt replaces e, this replica's own token in s, by the fleet's tok,
+// unless s has moved on since (a refresh or an invalidation).
+func (t *Tokens) adopt(s *slot, e *entry, tok credential.Token, now time.Time) {
+	n := t.newEntry(s, tok)
+	s.mu.Lock()
+	if s.cur != e {
+		s.mu.Unlock()
+		return
 	}
-	t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.key.Name))
-	return false // look once more: another replica may have offered its own at the same time
+	s.cur = n
+	s.mu.Unlock()
+	t.store(n, now)
+	t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.key.Name))
 }

@@ -30,6 +30,11 @@ type Shared interface {
 	Load(ctx context.Context, key Key) (tok credential.Token, ok bool, err error)
 	// Store saves tok under key for ttl.
 	Store(ctx context.Context, key Key, tok credential.Token, ttl time.Duration) error
+	// Offer saves tok under key for ttl unless key holds a readable token
+	// that keep approves, atomically (a compare-and-set): of offers racing
+	// for one key one wins, so they converge. It returns the token kept
+	// when it did not store.
+	Offer(ctx context.Context, key Key, tok credential.Token, ttl time.Duration, keep func(credential.Token) bool) (stored bool, kept credential.Token, err error)
 	// Lock tries once to take key's fleet mint lock. When held, release must
 	// be called (it frees the lock only if this caller still owns it).
 	Lock(ctx context.Context, key Key) (release func(), held bool, err error)
@@ -362,6 +367,61 @@ func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl ti
 	}
 	r.opts.Meter.write(key.Name, "ok")
 	return nil
+}
+
+// Offer implements Shared with WATCH, GET and MULTI/SET/EXEC on the key.
+// Its read counts as a lookup.
+func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl time.Duration, keep func(credential.Token) bool) (bool, credential.Token, error) {
+	if ttl < time.Millisecond {
+		return false, credential.Token{}, nil
+	}
+	name, _ := r.Names(key.ID)
+	b, err := r.opts.Sealer.Seal(name, tok)
+	if err != nil {
+		return false, credential.Token{}, fmt.Errorf("shared cache: seal: %w", err)
+	}
+	var stored bool
+	var kept credential.Token
+	err = r.do(ctx, opSet, func(ctx context.Context) error {
+		err := r.client.Watch(ctx, func(tx *redis.Tx) error {
+			old, err := tx.Get(ctx, name).Bytes()
+			switch {
+			case err == nil:
+				x, err := r.opts.Sealer.Open(name, old)
+				if err != nil {
+					r.opts.Meter.lookup(key.Name, "unreadable")
+					break
+				}
+				r.opts.Meter.lookup(key.Name, "hit")
+				if keep(x) {
+					kept = x
+					return nil
+				}
+			case errors.Is(err, redis.Nil):
+				r.opts.Meter.lookup(key.Name, "miss")
+			default:
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, name, b, ttl)
+				return nil
+			})
+			stored = err == nil
+			return err
+		}, name)
+		if errors.Is(err, redis.TxFailedErr) {
+			return nil // another replica wrote the key meanwhile: an answer, not a failure
+		}
+		return err
+	})
+	if err != nil {
+		r.opts.Meter.write(key.Name, "error")
+		return false, credential.Token{}, fmt.Errorf("shared cache: offer: %w", err)
+	}
+	if stored {
+		r.opts.Meter.write(key.Name, "ok")
+	}
+	return stored, kept, nil
 }
 
 // Lock implements Shared with SET NX PX and a random owner value.

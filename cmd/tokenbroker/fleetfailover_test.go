@@ -169,17 +169,28 @@ func mintsHour(t *testing.T, p *process) int64 {
 	return 0
 }
 
+// logMints logs what the replicas said about mints and the shared tier.
+func logMints(t *testing.T, rs *replicaSet) {
+	for i, p := range rs.procs {
+		for _, l := range strings.Split(p.logText(), "\n") {
+			if strings.Contains(l, "mint") || strings.Contains(l, "shared") || strings.Contains(l, "breaker") || strings.Contains(l, "fleet") {
+				t.Logf("replica %d: %s", i, l)
+			}
+		}
+	}
+}
+
 // runFailover is the fleet's failover scenario against one tier; see
 // TestFleetProcessesClusterFailover. It returns numbers for the log.
 func runFailover(t *testing.T, tier failoverTier) {
 	// 6s first token: 1s margin, refresh_ahead 0.5, so its refresh falls due
-	// 2.5s after the mint — while the master is down. Later tokens live 12s.
+	// 2.5s after the mint — while the master is down. Later tokens live 20s
+	// (refresh due 9.5s after their mint: well after the fleet converged).
 	idp := devidp.New(devidp.Options{Clients: map[string]string{fleetClient: fleetSecret}, Lifetime: 6 * time.Second})
 	idpSrv := httptest.NewServer(idp)
 	defer idpSrv.Close()
 	block := "  expiry_margin: 1s\n  refresh_ahead: 0.5\n" + fleetRedisBlock(t, "127.0.0.1:1") + "    lock_ttl: 2s\n"
 	block = strings.Replace(block, "    addrs: [127.0.0.1:1]\n", tier.redisBlock, 1)
-	block = strings.Replace(block, "timeout: 500ms", "timeout: 250ms", 1)
 	rs := startFleet(t, 3, idpSrv.URL, block)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -192,7 +203,7 @@ func runFailover(t *testing.T, tier failoverTier) {
 	for v := range seen[0] {
 		first = v
 	}
-	idp.SetLifetime(12 * time.Second)
+	idp.SetLifetime(20 * time.Second)
 	tokens := tier.keys(t, "fleet-test:token:*")
 	if len(tokens) != 1 {
 		t.Fatalf("token keys %q, want 1", tokens)
@@ -228,6 +239,7 @@ func runFailover(t *testing.T, tier failoverTier) {
 	}
 	outageMints := idp.Mints() - 1
 	if outageMints > int64(len(active.procs)) {
+		logMints(t, rs)
 		t.Fatalf("%d mints while the tier was away, want at most one per replica (%d)", outageMints, len(active.procs))
 	}
 
@@ -246,6 +258,7 @@ func runFailover(t *testing.T, tier failoverTier) {
 		t.Fatalf("%d of %d Checks failed across the refresh after the failover", failed, total2)
 	}
 	if got := idp.Mints() - before; got != 1 {
+		logMints(t, rs)
 		t.Fatalf("forced refresh after the failover: %d mints, want exactly 1 for the fleet", got)
 	}
 	// Budgets stay shared: every replica counts the fleet's mints, the idle

@@ -184,6 +184,16 @@ func (f *fleetTier) Store(ctx context.Context, key cache.Key, tok credential.Tok
 	return c.Store(ctx, key, tok, ttl)
 }
 
+// Offer implements cache.Shared.
+func (f *fleetTier) Offer(ctx context.Context, key cache.Key, tok credential.Token, ttl time.Duration, keep func(credential.Token) bool) (bool, credential.Token, error) {
+	c := f.acquire()
+	if c == nil {
+		return false, credential.Token{}, errNoFleet
+	}
+	defer c.release()
+	return c.Offer(ctx, key, tok, ttl, keep)
+}
+
 // Lock implements cache.Shared. A held lock keeps its client open until
 // released, so the lock is freed where it was taken.
 func (f *fleetTier) Lock(ctx context.Context, key cache.Key) (func(), bool, error) {
