@@ -34,30 +34,7 @@ type replicaSet struct {
 
 func startReplicas(t *testing.T, n int, idpURL, redisBlock string) *replicaSet {
 	t.Helper()
-	cfg := write(t, "tb.yaml", `
-listen:
-  grpc: 127.0.0.1:0
-  admin: 127.0.0.1:0
-credentials:
-  fleet:
-    token_url: `+idpURL+`/oauth/token
-    client_id: `+fleetClient+`
-    client_secret: ${FLEET_SECRET}
-routes:
-  - host: api.example.com
-    credential: fleet
-cache:
-  expiry_margin: 1s
-  refresh_ahead: 0.5
-`+redisBlock)
-	rs := &replicaSet{}
-	for range n {
-		p := startBinary(t, cfg, "FLEET_SECRET="+fleetSecret)
-		conn := dial(t, p.grpcAddr)
-		rs.procs = append(rs.procs, p)
-		rs.clients = append(rs.clients, authv3.NewAuthorizationClient(conn))
-	}
-	return rs
+	return startFleet(t, n, idpURL, "  expiry_margin: 1s\n  refresh_ahead: 0.5\n"+redisBlock)
 }
 
 // checks runs n concurrent Checks spread over the replicas and returns the
