@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -135,6 +136,10 @@ type Server struct {
 	// Lines about refused and closed streams, which anyone can cause: at
 	// most one per interval each, with the count since the last.
 	refusedLog, idleLog throttle
+
+	// Test hooks, nil in production: a stream was registered (under mu), a
+	// request was applied.
+	afterOpen, afterRequest atomic.Pointer[func(*stream)]
 }
 
 // limits are the bounds in force: the Max constants (tests lower them to

@@ -171,6 +171,9 @@ func (s *Server) open(ctx context.Context, key streamKey, typeURL string) error 
 		s.anon++
 	}
 	s.emptyLocked(st)
+	if h := s.afterOpen.Load(); h != nil {
+		(*h)(st)
+	}
 	return nil
 }
 
@@ -280,6 +283,9 @@ func (s *Server) request(key streamKey, req *discoveryv3.DiscoveryRequest) error
 	if err != nil {
 		return err
 	}
+	if h := s.afterRequest.Load(); h != nil {
+		defer (*h)(st)
+	}
 	req.Node = st.id.node // whatever the client declared: routing and logs use the verified identity
 	if !st.acknowledged(s, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, true) {
 		return nil // go-control-plane ignores a request answering an older response; so does this
@@ -315,6 +321,9 @@ func (s *Server) deltaRequest(key streamKey, req *discoveryv3.DeltaDiscoveryRequ
 	st, err := s.begin(key, req.GetTypeUrl())
 	if err != nil {
 		return err
+	}
+	if h := s.afterRequest.Load(); h != nil {
+		defer (*h)(st)
 	}
 	req.Node = st.id.node // go-control-plane keeps the first request's node for the stream: it is this one
 	st.acknowledged(s, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, false)
