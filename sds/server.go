@@ -121,7 +121,11 @@ type Server struct {
 	byNode sync.Map       // *corev3.Node → *identity (the watcher's routing table)
 	work   sync.WaitGroup // feed work in flight
 
-	live sync.Map // streamKey → *stream, for the per-request path without mu
+	// live finds a request's stream without mu. A typed map under a
+	// read lock, not a sync.Map: boxing the key cost an allocation per
+	// request and ACK.
+	liveMu sync.RWMutex
+	live   map[streamKey]*stream
 
 	mu      sync.Mutex // guards the fields below, every identity and feed, and what stream says
 	filter  *filter.Filter
@@ -166,6 +170,7 @@ func New(opts Options) *Server {
 		lim:     limits{MaxStreams, MaxAddressStreams, MaxStreamsPerIdentity, MaxNamesPerStream, MaxNameBytes},
 		filter:  opts.Filter,
 		streams: map[streamKey]*stream{},
+		live:    map[streamKey]*stream{},
 		idents:  map[string]*identity{},
 		budgets: map[string]int{},
 		feeds:   map[string]*feed{},

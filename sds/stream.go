@@ -84,7 +84,8 @@ func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) 
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	out := make([]carried, 0, len(resp.GetResources()))
+	var one [1]carried // Envoy subscribes a stream to one secret: no allocation per push
+	out := one[:0]
 	for _, r := range resp.GetResources() {
 		out = append(out, carried{name: secretName(r.GetValue()), size: len(r.GetValue())})
 	}
@@ -96,7 +97,8 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscover
 }
 
 func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	out := make([]carried, 0, len(resp.GetResources()))
+	var one [1]carried
+	out := one[:0]
 	for _, r := range resp.GetResources() {
 		out = append(out, carried{name: r.GetName(), size: len(r.GetResource().GetValue())})
 	}
@@ -165,7 +167,9 @@ func (s *Server) open(ctx context.Context, key streamKey, typeURL string) error 
 		closer: closerOf(ctx), budget: bk}
 	id.streams[st] = struct{}{}
 	s.streams[key] = st
-	s.live.Store(key, st)
+	s.liveMu.Lock()
+	s.live[key] = st
+	s.liveMu.Unlock()
 	s.budgets[bk]++
 	if principal == "" {
 		s.anon++
@@ -260,7 +264,9 @@ func (s *Server) closed(key streamKey) {
 	s.unsubscribeLocked(st, slices.Collect(maps.Keys(st.names)))
 	s.heldLocked(st) // stops the grace timer
 	delete(s.streams, key)
-	s.live.Delete(key)
+	s.liveMu.Lock()
+	delete(s.live, key)
+	s.liveMu.Unlock()
 	if s.budgets[st.budget]--; s.budgets[st.budget] <= 0 {
 		delete(s.budgets, st.budget)
 	}
@@ -365,15 +371,22 @@ func sameSet(have map[string]struct{}, names []string) bool {
 
 // begin finds the stream a request belongs to and checks its type.
 func (s *Server) begin(key streamKey, typeURL string) (*stream, error) {
-	v, ok := s.live.Load(key)
-	if !ok {
+	st := s.liveStream(key)
+	if st == nil {
 		return nil, status.Error(codes.Internal, "sds: unknown stream")
 	}
 	if typeURL != resource.SecretType {
 		s.m.rejected.WithLabelValues(rejectBadRequest).Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "sds: only %s is served", resource.SecretType)
 	}
-	return v.(*stream), nil
+	return st, nil
+}
+
+// liveStream returns the open stream key names, or nil.
+func (s *Server) liveStream(key streamKey) *stream {
+	s.liveMu.RLock()
+	defer s.liveMu.RUnlock()
+	return s.live[key]
 }
 
 // checkNames enforces the name bounds on a request (total is the stream's
@@ -406,11 +419,10 @@ func (s *Server) checkNames(names []string, total int) error {
 // responded records what a response carried, for the push counter and ACK
 // accounting.
 func (s *Server) responded(key streamKey, nonce string, out []carried) {
-	v, ok := s.live.Load(key)
-	if !ok {
+	st := s.liveStream(key)
+	if st == nil {
 		return
 	}
-	st := v.(*stream)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.nonce = nonce
