@@ -1,5 +1,7 @@
 package sds
 
+import "go.uber.org/zap"
+
 // Resync re-times every feed after the cache's settings changed (a reload
 // of cache.expiry_margin or cache.refresh_ahead; call it once the cache has
 // them). A feed's timers were set from its token's deadlines under the old
@@ -20,6 +22,7 @@ func (s *Server) Resync() {
 		return
 	}
 	margin := s.opts.Tokens.ExpiryMargin()
+	s.log.Info("cache settings changed; re-timing push feeds", zap.Int("feeds", len(s.feeds)), zap.Duration("expiry_margin", margin))
 	for _, fd := range s.feeds {
 		fd.timing++ // a Value call in flight lands with the old deadlines: adopt re-times it
 		if !fd.has || fd.failClosed {
