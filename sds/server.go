@@ -81,7 +81,9 @@ type Options struct {
 }
 
 // Server serves SDS. Create it with New, add it to a gRPC server with
-// Register, pass every reload to Reconfigure, and call Stop when draining.
+// Register (End the Registration when that server is retired), pass every
+// reload to Reconfigure, call Resync after the cache takes new settings,
+// and call Stop when draining.
 type Server struct {
 	opts   Options
 	log    *zap.Logger
