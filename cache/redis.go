@@ -88,8 +88,9 @@ type Redis struct {
 	br      [numOps]*breaker
 	gaugeMu sync.Mutex // serialises the breaker gauge's updates
 
-	stop      chan struct{} // closed by Close: ends the topology refresher
-	closeOnce sync.Once
+	// ctx ends at Close: it ends the topology refresher and its re-reads.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// topo serialises slot map re-reads (a one-slot semaphore a waiter can
 	// give up on); topoAt, guarded by it, is when the last one ended.
 	topo   chan struct{}
@@ -168,7 +169,8 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		opts.Meter = NewL2Metrics(nil)
 	}
 	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
-	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose), stop: make(chan struct{}), topo: make(chan struct{}, 1)}
+	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose), topo: make(chan struct{}, 1)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
 		MasterName:            opts.MasterName,
@@ -234,21 +236,15 @@ func (r *Redis) worstBreaker() breakerState {
 // refreshTopology re-reads the cluster's slot map every topologyEvery.
 func (r *Redis) refreshTopology() {
 	every := cmp.Or(r.opts.topologyEvery, topologyEvery)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-r.stop
-		cancel()
-	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			rctx, done := context.WithTimeout(ctx, every/2)
-			r.reloadTopology(rctx, 0)
+			ctx, done := context.WithTimeout(r.ctx, every/2)
+			r.reloadTopology(ctx, 0)
 			done()
-		case <-ctx.Done():
+		case <-r.ctx.Done():
 			return
 		}
 	}
@@ -302,7 +298,7 @@ func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
 
 // Close stops the topology refresher and closes the Redis connections.
 func (r *Redis) Close() error {
-	r.closeOnce.Do(func() { close(r.stop) })
+	r.cancel()
 	r.wg.Wait()
 	return r.client.Close()
 }
