@@ -215,12 +215,14 @@ func runFailover(t *testing.T, tier failoverTier) {
 		refreshDue = mintedAt[0].Add((firstLifetime - margin) / 2)
 	}
 	mintMu.Unlock()
+	// A cold phase that ran into the first token's refresh point may have
+	// refreshed (a correct second mint): say that, not "2 cold mints".
+	if time.Until(refreshDue) < 2*time.Second {
+		t.Fatalf("the 3,000 cold Checks took %v (%d mints): too close to the first token's refresh point for the kill to come before it", coldTook, idp.Mints())
+	}
 	if failed != 0 || idp.Mints() != 1 {
 		logMints(t, rs)
 		t.Fatalf("cold: %d of 3000 Checks failed, %d mints in %v; want 0 and 1", failed, idp.Mints(), coldTook)
-	}
-	if time.Until(refreshDue) < 2*time.Second {
-		t.Fatalf("the 3,000 cold Checks took %v: too close to the first token's refresh point for the kill to come before it", coldTook)
 	}
 	var first string
 	for v := range seen[0] {
