@@ -33,7 +33,7 @@ func Load(path string) (*Config, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("config: %s: %w", path, err) // too large
 	}
-	return Parse(path, data)
+	return withLoadGC(func() (*Config, error) { return Parse(path, data) })
 }
 
 // Parse parses, defaults and validates configuration data; file names the
@@ -41,20 +41,30 @@ func Load(path string) (*Config, error) {
 // environment and $${ stands for a literal ${. A key that is absent or null
 // takes its default, while an explicit "" is kept (so listen.admin: ""
 // turns the admin listener off). Problems come back as Errors.
-func Parse(file string, data []byte) (*Config, error) {
-	d := &decoder{
-		file:    cmp.Or(file, "<config>"),
-		lines:   map[string]int{},
-		tainted: map[string]bool{},
-		failed:  map[string]bool{},
-		merging: map[*yaml.Node]bool{},
-		merged:  map[*yaml.Node][][2]*yaml.Node{},
-		budget:  workBudget(data),
+func Parse(file string, data []byte) (*Config, error) { return parse(file, data, true) }
+
+// parse is Parse; stream false parses the file whole (tests compare both).
+func parse(file string, data []byte, stream bool) (*Config, error) {
+	fresh := func() (*decoder, *Config) {
+		d := &decoder{
+			file:    cmp.Or(file, "<config>"),
+			lines:   map[string]int{},
+			tainted: map[string]bool{},
+			failed:  map[string]bool{},
+			merging: map[*yaml.Node]bool{},
+			merged:  map[*yaml.Node][][2]*yaml.Node{},
+			budget:  workBudget(data),
+		}
+		cfg := &Config{File: file}
+		cfg.setDefaults()
+		return d, cfg
 	}
-	cfg := &Config{File: file}
-	cfg.setDefaults()
-	if root := d.parse(data); root != nil {
-		d.decode(root, reflect.ValueOf(cfg).Elem(), "")
+	d, cfg := fresh()
+	if !stream || !d.parseStreamed(data, cfg) { // stream.go
+		d, cfg = fresh()
+		if root := d.parse(data); root != nil {
+			d.decode(root, reflect.ValueOf(cfg).Elem(), "")
+		}
 	}
 	d.validate(cfg)
 	if len(d.errs) > 0 {
@@ -75,6 +85,10 @@ type decoder struct {
 	merging map[*yaml.Node]bool            // mappings being merged, to stop a merge key that includes itself
 	merged  map[*yaml.Node][][2]*yaml.Node // memo for pairs
 	budget  int                            // nodes left to visit
+
+	// continued is the node of a streamed section's slice (stream.go): a
+	// list there is appended to the slices before it, not replaced.
+	continued *yaml.Node
 }
 
 // fail reports a problem found while decoding a field, which validation
@@ -260,9 +274,12 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 		d.fail(n.Line, path, "more than %d entries", limit)
 		return
 	}
-	s := reflect.MakeSlice(v.Type(), 0, len(n.Content))
+	s, base := reflect.MakeSlice(v.Type(), 0, len(n.Content)), 0
+	if n == d.continued {
+		s, base = v, v.Len()
+	}
 	for i, item := range n.Content {
-		p := fmt.Sprintf("%s[%d]", path, i)
+		p := fmt.Sprintf("%s[%d]", path, base+i)
 		d.lines[p] = item.Line
 		elem := fresh(v.Type().Elem())
 		d.decode(item, elem, p)
@@ -369,7 +386,8 @@ func join(path, key string) string {
 // pairs lists the key/value nodes of mapping n with YAML merge keys
 // (<<: *anchor) expanded. As in YAML 1.1, explicit keys win over merged
 // ones and earlier merge sources win over later ones.
-// Results are memoized so that nested merges cost linear, not exponential, time.
+// Results for anchored mappings are memoized so that nested merges cost
+// linear, not exponential, time.
 func (d *decoder) pairs(n *yaml.Node, path string) [][2]*yaml.Node {
 	if p, ok := d.merged[n]; ok {
 		return p
@@ -414,7 +432,11 @@ func (d *decoder) pairs(n *yaml.Node, path string) [][2]*yaml.Node {
 			own = append(own, kv)
 		}
 	}
-	d.merged[n] = own
+	if n.Anchor != "" {
+		// Only an anchored mapping can be reached twice (through aliases);
+		// memoising every mapping would keep the whole node tree alive.
+		d.merged[n] = own
+	}
 	return own
 }
 
