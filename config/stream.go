@@ -103,16 +103,17 @@ func (d *decoder) parseStreamed(data []byte, cfg *Config) bool {
 	}
 	root := reflect.ValueOf(cfg).Elem()
 	fields := yamlFields(root.Type())
-	// The other sections are parsed as one document with the streamed
-	// sections' lines blanked, so every line keeps its number.
-	rest := bytes.Clone(data)
+	// The other sections are parsed as one document in which each streamed
+	// section is only its newlines, so every line keeps its number.
+	rest := make([]byte, 0, len(data)/8)
+	rest = append(rest, data[:secs[0].start]...) // comments before the first key
 	for _, s := range secs {
-		if s.streamed {
-			for i := s.start; i < s.end; i++ {
-				if rest[i] != '\n' {
-					rest[i] = ' '
-				}
-			}
+		if !s.streamed {
+			rest = append(rest, data[s.start:s.end]...)
+			continue
+		}
+		for range bytes.Count(data[s.start:s.end], []byte("\n")) {
+			rest = append(rest, '\n')
 		}
 	}
 	if n, ok := d.parseSlice(rest, 0); !ok {
