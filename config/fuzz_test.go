@@ -79,9 +79,13 @@ func checkConfig(t *testing.T, c *Config) {
 	for _, name := range slices.Sorted(maps.Keys(c.Credentials)) {
 		cr := c.Credentials[name]
 		ok(cr != nil && cr.Name == name && validName(name), "credential %q", name)
-		ok(cr.ClientSecret != "" && len(cr.Identity()) == 64, "credential %q secret or identity", name)
-		ok(cr.Timeout > 0 && cr.DefaultLifetime > 0 && strings.Contains(cr.Format, "{token}") && token(cr.Header),
-			"credential %q settings", name)
+		ok(len(cr.Identity()) == 64 && strings.Contains(cr.Format, "{token}") && token(cr.Header), "credential %q identity or header", name)
+		if cr.Type == "static" {
+			ok(cr.Value != "" || cr.ValueFile != "", "credential %q static value", name)
+			continue
+		}
+		ok(cr.ClientSecret != "", "credential %q secret", name)
+		ok(cr.Timeout > 0 && cr.DefaultLifetime > 0, "credential %q settings", name)
 		ok(cr.Type == "client_credentials" && httpURL(cr.TokenURL) && cr.ClientID != "", "credential %q source", name)
 	}
 	for i, r := range c.Routes {

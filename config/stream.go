@@ -36,7 +36,8 @@ type section struct {
 // splitTop returns the top-level sections of data, or ok false when the
 // file is not plainly block style at the top level.
 func splitTop(data []byte) (secs []section, ok bool) {
-	if bytes.IndexByte(data, '&') >= 0 || bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+	if bytes.IndexByte(data, '&') >= 0 || bytes.IndexByte(data, '\r') >= 0 || bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) ||
+		bytes.IndexFunc(data, badChar) >= 0 { // also where no slice would read it (a comment): the whole parse refuses it
 		return nil, false
 	}
 	seen := map[string]bool{}
