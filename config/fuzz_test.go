@@ -32,6 +32,7 @@ func FuzzParse(f *testing.F) {
 		"a: &a [x, x]\nb: &b [*a, *a]\n",
 		"credentials:\n  a: {client_secret_file: '${FUZZ_SECRET}', client_secret: $${x}}\n",
 		"routes:\n- {host: a, credential: x}\n- host: b\n  credential: y\ncredentials:\n  x: {token_url: https://i/t, client_id: a, client_secret: b}\n",
+		"credentials:\n  ? a\n  : {type: static, value: v}\n",
 		"# lead\n\nlisten: {grpc: x}\ncredentials:\n  a: {type: static, value: v}\ncache: {max_tokens: -1}\n",
 		"credentials: # c\n  x:\n    token_url: https://i/t\n    client_id: a\n\n# gap\n  y: {type: static, value: v}\nroutes:\n  - host: h\n    credential: x\n    methods: [get]\n",
 	} {

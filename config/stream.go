@@ -173,10 +173,13 @@ func (d *decoder) streamSection(data []byte, s section, field reflect.Value) boo
 			in := len(l) - len(t)
 			switch {
 			case indent < 0:
+				if t[0] == '?' || t[0] == ':' {
+					return false
+				}
 				indent, seq = in, t[0] == '-'
 				starts, lines = append(starts, off), append(lines, line)
-			case in < indent:
-				return false
+			case in < indent, in == indent && (t[0] == '?' || t[0] == ':'):
+				return false // less indented, or an explicit key whose value a split could part from it
 			case in == indent && (t[0] == '-') != seq:
 				return false
 			case in == indent:

@@ -87,3 +87,19 @@ func TestStreamedParseMatchesWhole(t *testing.T) {
 		t.Errorf("duplicate section: %.300v", err)
 	}
 }
+
+// TestStreamedParseExplicitKeyAtSliceEdge: an explicit key ("? k" then
+// ": value") must not be parted from its value where a slice ends.
+func TestStreamedParseExplicitKeyAtSliceEdge(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("credentials:\n")
+	for i := range entriesPerSlice {
+		fmt.Fprintf(&b, "  c%d: {type: static, value: v}\n", i)
+	}
+	b.WriteString("  ? last\n  : {type: static, value: v}\n")
+	cfg, err := Parse("tb.yaml", []byte(b.String()))
+	if err != nil || cfg.Credentials["last"] == nil || cfg.Credentials["last"].Value != "v" {
+		t.Fatalf("explicit key at the edge of a slice: %v", err)
+	}
+	sameAsWhole(t, "tb.yaml", []byte(b.String()), cfg, err)
+}
