@@ -54,8 +54,6 @@ func cmdServe(args []string, stderr io.Writer) int {
 		log.Error("start failed", zap.Error(err))
 		return 1
 	}
-	cfg = nil
-	releaseLoadMemory()
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	reloading := make(chan struct{})
 	go func() {
