@@ -121,23 +121,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Unlock()
 	// Several keys may share a label (the broker labels its keys by upstream,
 	// not by client; credentials past the series limit share OtherCredentials):
-	// report the soonest expiry per label, once.
+	// report the soonest expiry per label, once. Each cache walks its keys
+	// only when a token changed since the last scrape (summary.go).
 	soonest := make(map[string]time.Time)
 	for _, t := range caches {
-		t.slots.Range(func(_, v any) bool {
-			s := v.(*slot)
-			s.mu.Lock()
-			cur := s.cur
-			s.mu.Unlock()
-			if cur == nil {
-				return true
+		for l, e := range t.soonestExpiries(m.label) {
+			if cur, ok := soonest[l]; !ok || e.Before(cur) {
+				soonest[l] = e
 			}
-			l := m.label(s.key.Name)
-			if e, ok := soonest[l]; !ok || cur.tok.Expiry.Before(e) {
-				soonest[l] = cur.tok.Expiry
-			}
-			return true
-		})
+		}
 	}
 	for l, e := range soonest {
 		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, e.Sub(now).Seconds(), l)

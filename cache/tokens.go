@@ -92,6 +92,8 @@ type Tokens struct {
 	bg     sync.WaitGroup
 	mints  mintCounts // for the status chart (observe.go)
 
+	expiries expiryMemo // per-label soonest expiry for scrapes (summary.go)
+
 	offerMu  sync.Mutex        // guards offers and offering
 	offers   map[string]*entry // by Key.ID: minted while L2 was away, to be offered (offer.go)
 	offering bool              // the offer loop runs
@@ -224,6 +226,7 @@ func (t *Tokens) Invalidate(key Key) {
 		s.mu.Lock()
 		s.cur = nil
 		s.mu.Unlock()
+		t.tokenChanged()
 	}
 }
 
@@ -231,6 +234,7 @@ func (t *Tokens) Invalidate(key Key) {
 func (t *Tokens) Forget(key Key) {
 	t.drop(key.ID)
 	t.slots.Delete(key.ID)
+	t.tokenChanged()
 }
 
 func (t *Tokens) slot(key Key) *slot {
@@ -378,6 +382,7 @@ func (t *Tokens) newEntry(s *slot, tok credential.Token) *entry {
 // dropped Set is harmless: the slot still holds e. So is an e made under
 // settings Reconfigure has since replaced, which is not stored at all.
 func (t *Tokens) store(e *entry, now time.Time) {
+	t.tokenChanged() // every caller has just set (or kept) the slot's token
 	if ttl := e.until.Sub(now); ttl > 0 {
 		t.l1mu.RLock()
 		defer t.l1mu.RUnlock()
