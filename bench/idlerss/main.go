@@ -93,9 +93,9 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\ncache:\n  max_tokens: %d\ncredentials:\n", max(n, 100_000))
 	for i := range n {
-		// Each credential its own scope, so each has its own identity and token.
+		// Each credential its own client id, so each has its own identity and token.
 		// Flow style keeps 100k of them under the 16 MiB configuration limit.
-		fmt.Fprintf(&b, "  c%d: {token_url: \"http://%s/t\", client_id: i, client_secret: \"${IDLE_SECRET}\", scopes: [s%d], cost_per_mint: 0.001}\n", i, ln.Addr(), i)
+		fmt.Fprintf(&b, "  c%d: {token_url: \"http://%s/t\", client_id: c%d, client_secret: \"${S}\", cost_per_mint: 0.001}\n", i, ln.Addr(), i)
 	}
 	b.WriteString("routes:\n")
 	for i := range n {
@@ -106,7 +106,7 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 		return err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info")
-	cmd.Env = append(os.Environ(), "IDLE_SECRET="+secret)
+	cmd.Env = append(os.Environ(), "S="+secret)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
