@@ -175,38 +175,56 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	minted := ip.mints.Load()
 	cpu0, rss0 := cpuSeconds(pid), procMB(pid, "VmRSS:")
 	lo, hi := rss0, rss0
-	var scraped int64
 	fmt.Printf("idle for %s (RSS every %s, /metrics every %s):\n  t=0s RSS %.0f MB\n", idle, every, scrape, rss0)
 	t0 := time.Now()
 	sample := time.NewTicker(every)
 	defer sample.Stop()
-	var scrapes <-chan time.Time
+	// Scrapes run beside the sampling: a slow one must not stop the RSS
+	// readings (a scrape of 100k credentials took over 30 s before issue 13).
+	var scraped, scrapeFailed atomic.Int64
+	var slowest atomic.Int64 // ns
+	done := make(chan struct{})
+	var scrapers sync.WaitGroup
 	if scrape > 0 {
-		st := time.NewTicker(scrape)
-		defer st.Stop()
-		scrapes = st.C
+		scrapers.Go(func() {
+			st := time.NewTicker(scrape)
+			defer st.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-st.C:
+				}
+				begin := time.Now()
+				nb, err := get("/metrics")
+				if err != nil {
+					scrapeFailed.Add(1)
+					fmt.Printf("  scrape failed after %s: %v\n", time.Since(begin).Round(time.Millisecond), err)
+					continue
+				}
+				scraped.Store(nb)
+				if d := int64(time.Since(begin)); d > slowest.Load() {
+					slowest.Store(d)
+				}
+			}
+		})
 	}
 	for time.Since(t0) < idle {
-		select {
-		case <-sample.C:
-			rss := procMB(pid, "VmRSS:")
-			lo, hi = min(lo, rss), max(hi, rss)
-			fmt.Printf("  t=%.0fs RSS %.0f MB\n", time.Since(t0).Seconds(), rss)
-		case <-scrapes:
-			nb, err := get("/metrics")
-			if err != nil {
-				return fmt.Errorf("scrape: %w", err)
-			}
-			scraped = nb
-		}
+		<-sample.C
+		rss := procMB(pid, "VmRSS:")
+		lo, hi = min(lo, rss), max(hi, rss)
+		fmt.Printf("  t=%.0fs RSS %.0f MB\n", time.Since(t0).Seconds(), rss)
 	}
+	close(done)
+	scrapers.Wait()
 	cpu := cpuSeconds(pid) - cpu0
 	rss := procMB(pid, "VmRSS:")
 	if again := ip.mints.Load() - minted; again != 0 {
 		fmt.Printf("note: %d mints while idle\n", again)
 	}
-	fmt.Printf("idle %s: RSS %.0f → %.0f MB (min %.0f, max %.0f, growth %+.0f MB), CPU %.2f s (%.1f%% of one core), /metrics %d bytes, peak RSS %.0f MB\n",
-		idle, rss0, rss, lo, hi, rss-rss0, cpu, 100*cpu/idle.Seconds(), scraped, procMB(pid, "VmHWM:"))
+	fmt.Printf("idle %s: RSS %.0f → %.0f MB (min %.0f, max %.0f, growth %+.0f MB), CPU %.2f s (%.1f%% of one core), peak RSS %.0f MB\n",
+		idle, rss0, rss, lo, hi, rss-rss0, cpu, 100*cpu/idle.Seconds(), procMB(pid, "VmHWM:"))
+	fmt.Printf("scrapes: /metrics %d bytes, slowest %s, %d failed\n", scraped.Load(), time.Duration(slowest.Load()).Round(time.Millisecond), scrapeFailed.Load())
 	return nil
 }
 
