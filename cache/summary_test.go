@@ -29,7 +29,9 @@ func TestSoonestExpiriesWalkOnlyAfterChange(t *testing.T) {
 	if got := first["a"]; !got.Equal(now.Add(time.Hour)) {
 		t.Fatalf("a expires %v, want %v", got, now.Add(time.Hour))
 	}
-	same := func(x, y map[string]time.Time) bool { return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer() }
+	same := func(x, y map[string]time.Time) bool {
+		return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer()
+	}
 	if !same(first, tokens.soonestExpiries(label)) {
 		t.Fatal("nothing changed, yet the keys were walked again")
 	}
