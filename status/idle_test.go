@@ -2,7 +2,10 @@ package status
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +119,82 @@ func BenchmarkStatusView(b *testing.B) {
 				s.page.DataPage(1)
 			}
 		})
+	}
+}
+
+// TestStatusPages: past MaxRows the page lists one page of rows, says how
+// many there are, and ?page= shows the next ones (on /status and
+// /status.json), without a link out.
+func TestStatusPages(t *testing.T) {
+	s := newIdle(t, 1000)
+	rec := httptest.NewRecorder()
+	s.page.ServeHTML(rec, httptest.NewRequest("GET", "/status?page=2", nil))
+	html := rec.Body.String()
+	for _, want := range []string{"rows 201–400 of 1000", `name="page"`, `value="2"`, ">cred-000200<", ">cred-000399<"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("/status?page=2 lacks %q", want)
+		}
+	}
+	for _, not := range []string{">cred-000199<", ">cred-000400<", "href="} {
+		if strings.Contains(html, not) {
+			t.Errorf("/status?page=2 has %q", not)
+		}
+	}
+	if n := strings.Count(html, `class="row" data-kind="credential"`); n != MaxRows {
+		t.Errorf("%d rows listed, want %d", n, MaxRows)
+	}
+	rec = httptest.NewRecorder()
+	s.page.ServeJSON(rec, httptest.NewRequest("GET", "/status.json?page=9", nil))
+	var d Data
+	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	// Past the last page: the last one.
+	if d.Page != 5 || d.Pages != 5 || d.RowsTotal != 1000 || d.RowsFrom != 800 || len(d.Rows) != MaxRows || d.Rows[0].Name != "cred-000800" {
+		t.Errorf("page 9 of 5: page %d of %d, rows from %d of %d, %d rows", d.Page, d.Pages, d.RowsFrom, d.RowsTotal, len(d.Rows))
+	}
+	if !d.TotalsListedOnly || d.TotalHits != 0 {
+		t.Errorf("totals: listed only %v, hits %d", d.TotalsListedOnly, d.TotalHits)
+	}
+}
+
+// TestCostMeterCountsEachHitOnce: mints avoided and dollars avoided count
+// every hit once, per credential and, past the series limit, under _other.
+func TestCostMeterCountsEachHitOnce(t *testing.T) {
+	const n = cache.CredentialSeriesLimit + 5
+	s := newIdle(t, n)
+	ctx := context.Background()
+	for name, cr := range (*s.page.creds.Load()).byName {
+		if _, err := s.page.tokens.Get(ctx, cache.Key{ID: cr.Identity(), Name: name}, src{clk: s.clk}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[string]float64{}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "tokenbroker_mints_avoided_total", "tokenbroker_cost_avoided_dollars_total":
+			got[mf.GetName()] = map[string]float64{}
+			for _, m := range mf.GetMetric() {
+				got[mf.GetName()][m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	hits, dollars := got["tokenbroker_mints_avoided_total"], got["tokenbroker_cost_avoided_dollars_total"]
+	var sum float64
+	for _, v := range hits {
+		sum += v
+	}
+	if sum != n || hits[cache.OtherCredentials] != 5 || hits["cred-000000"] != 1 {
+		t.Errorf("mints avoided: %v in all, %v under _other, %v for cred-000000; want %d, 5, 1", sum, hits[cache.OtherCredentials], hits["cred-000000"], n)
+	}
+	if d := dollars[cache.OtherCredentials]; d < 0.0049 || d > 0.0051 {
+		t.Errorf("dollars avoided under _other: %v, want 5 × 0.001", d)
+	}
+	if d := s.page.Data(); d.TotalHits != n {
+		t.Errorf("status page: %d served from cache, want %d", d.TotalHits, n)
 	}
 }
