@@ -107,6 +107,7 @@ func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *cr
 		s.succeeded(e)
 	}
 	s.mu.Unlock()
+	t.memo.changed()
 	t.opts.Logger.Debug("token from shared cache", zap.String("credential", s.name))
 	return e
 }

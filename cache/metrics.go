@@ -35,6 +35,17 @@ type Metrics struct {
 // lookups are a label's hit and miss counts.
 type lookups struct{ hits, misses uint64 }
 
+// retiredLookups copies the lookups of keys gone, by label.
+func (m *Metrics) retiredLookups() map[string]lookups {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]lookups, len(m.retired))
+	for l, r := range m.retired {
+		out[l] = r
+	}
+	return out
+}
+
 // label is the credential label for name (bounded, see CredentialSeriesLimit).
 func (m *Metrics) label(name string) string { return m.labels.Label(name) }
 
@@ -139,23 +150,22 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Unlock()
 	// Several keys may share a label (the broker labels its keys by upstream,
 	// not by client; credentials past the series limit share OtherCredentials):
-	// report the soonest expiry per label, once.
+	// report the soonest expiry per label, once. Each cache walks its keys
+	// only when something changed since the last scrape (summary.go).
 	soonest := make(map[string]time.Time)
 	for _, t := range caches {
-		t.slots.each(func(s *slot) {
-			l := labelOf(s)
-			c := counts[l]
-			c.hits += s.hits.Load()
-			c.misses += uint64(s.misses.Load())
-			counts[l] = c
-			cur := s.cur.Load()
-			if cur == nil {
-				return
+		for l, c := range t.labelSums() {
+			n := counts[l]
+			n.hits += c.hits
+			n.misses += c.misses
+			counts[l] = n
+			if c.soonest.IsZero() {
+				continue
 			}
-			if e, ok := soonest[l]; !ok || cur.Expiry.Before(e) {
-				soonest[l] = cur.Expiry
+			if e, ok := soonest[l]; !ok || c.soonest.Before(e) {
+				soonest[l] = c.soonest
 			}
-		})
+		}
 	}
 	for l, c := range counts {
 		ch <- prometheus.MustNewConstMetric(m.lookups, prometheus.CounterValue, float64(c.hits), l, "hit")

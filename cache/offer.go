@@ -123,5 +123,6 @@ func (t *Tokens) adopt(s *slot, e *credential.Token, tok credential.Token, now t
 		return
 	}
 	s.cur.Store(n)
+	t.memo.changed()
 	t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.name))
 }

@@ -36,23 +36,7 @@ func (t *Tokens) Snapshot() []SlotState {
 	set := t.level()
 	out := make([]SlotState, 0, len(slots))
 	for _, s := range slots {
-		st := SlotState{Key: s.key(), Refreshing: s.refreshing(), Hits: s.hits.Load(), Misses: uint64(s.misses.Load())}
-		if cur := s.cur.Load(); cur != nil {
-			st.HasToken, st.Expiry, st.Until = true, cur.Expiry, set.until(cur)
-		}
-		s.mu.Lock()
-		if s.lastMint != 0 {
-			st.LastMint, st.LastLatency = time.Unix(0, s.lastMint).UTC(), time.Duration(s.latency)*time.Microsecond
-		}
-		if tr := s.trouble; tr != nil {
-			st.Failures, st.NextAttempt = tr.failures, tr.nextAttempt
-			st.LastFailure, st.LastFailureAt = tr.lastFailure.text, tr.lastFailure.at
-			if tr.lastErr != nil {
-				st.LastError = tr.lastErr.Error()
-			}
-		}
-		s.mu.Unlock()
-		out = append(out, st)
+		out = append(out, stateOf(s, set))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Key.Name != out[j].Key.Name {
@@ -61,6 +45,27 @@ func (t *Tokens) Snapshot() []SlotState {
 		return out[i].Key.ID < out[j].Key.ID
 	})
 	return out
+}
+
+// stateOf is s's state under the settings set.
+func stateOf(s *slot, set *Settings) SlotState {
+	st := SlotState{Key: s.key(), Refreshing: s.refreshing(), Hits: s.hits.Load(), Misses: uint64(s.misses.Load())}
+	if cur := s.cur.Load(); cur != nil {
+		st.HasToken, st.Expiry, st.Until = true, cur.Expiry, set.until(cur)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastMint != 0 {
+		st.LastMint, st.LastLatency = time.Unix(0, s.lastMint).UTC(), time.Duration(s.latency)*time.Microsecond
+	}
+	if tr := s.trouble; tr != nil {
+		st.Failures, st.NextAttempt = tr.failures, tr.nextAttempt
+		st.LastFailure, st.LastFailureAt = tr.lastFailure.text, tr.lastFailure.at
+		if tr.lastErr != nil {
+			st.LastError = tr.lastErr.Error()
+		}
+	}
+	return st
 }
 
 // Peek returns key's token if one may be handed out now, without minting,

@@ -94,6 +94,8 @@ type Tokens struct {
 	bg     sync.WaitGroup
 	mints  mintCounts // for the status chart (observe.go)
 
+	memo labelMemo // per-label lookups and soonest expiry for scrapes (summary.go)
+
 	offerMu  sync.Mutex         // guards offers and offering
 	offers   map[string]offered // by Key.ID: minted while L2 was away, to be offered (offer.go)
 	offering bool               // the offer loop runs
@@ -156,6 +158,7 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 	if s := t.slots.get(key.ID); s != nil {
 		if tok := s.cur.Load(); tok != nil && now.Before(set.until(tok)) {
 			s.hits.Add(1)
+			t.memo.looked()
 			outcome := telemetry.CacheHit
 			if !now.Before(set.refreshAt(tok)) && t.refreshInBackground(ctx, s, src, now) {
 				outcome = telemetry.CacheRefresh
@@ -167,6 +170,7 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 	s := t.pin(key)
 	defer s.unpin()
 	s.misses.Add(1)
+	t.memo.changed()
 	telemetry.NoteCache(ctx, telemetry.CacheMiss)
 	mctx := t.detach(ctx) // observe.go: the cache's lifetime, the caller's trace
 	ch := t.group.DoChan(key.ID, func() (any, error) {
@@ -194,14 +198,22 @@ func (t *Tokens) Invalidate(key Key) {
 		s.mu.Lock()
 		s.cur.Store(nil)
 		s.mu.Unlock()
+		t.memo.changed()
 	}
 }
 
 // Forget drops key entirely: its token and its bookkeeping (a removed credential).
 func (t *Tokens) Forget(key Key) {
 	if s := t.slots.remove(key.ID); s != nil {
-		t.opts.Meter.retire(s)
+		t.retire(s)
 	}
+}
+
+// retire keeps the lookups of s, leaving the table, in its label's totals;
+// the scrape memo must be rebuilt, or s would count twice.
+func (t *Tokens) retire(s *slot) {
+	t.opts.Meter.retire(s)
+	t.memo.changed()
 }
 
 // pin returns key's slot pinned (see slot.pins), making it if needed and
@@ -220,7 +232,7 @@ func (t *Tokens) bound(id string) {
 	now := t.opts.Now()
 	t.slots.bound(set.MaxTokens, id,
 		func(tok *credential.Token) bool { return now.Before(set.until(tok)) },
-		t.opts.Meter.retire)
+		t.retire)
 }
 
 // flight runs f, the body of a single-flight for key, on key's slot pinned
@@ -344,6 +356,7 @@ func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any,
 	endMint(span, nil, latency, 0)
 	held := t.hold(tok, now)
 	s.succeeded(held)
+	t.memo.changed()
 	s.lastMint, s.latency = now.UnixNano(), uint32(min(latency/time.Microsecond, math.MaxUint32))
 	t.opts.Logger.Info("minted token",
 		zap.String("credential", s.name),
