@@ -24,8 +24,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -281,7 +283,7 @@ func TestPushModeExampleServesItsEnvoy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	got := func(spiffeID string) map[string]string {
+	got := func(spiffeID string) (map[string]string, error) {
 		certPEM, keyPEM := ca.IssueSPIFFE(t, spiffeID)
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
@@ -302,7 +304,7 @@ func TestPushModeExampleServesItsEnvoy(t *testing.T) {
 		}
 		resp, err := st.Recv()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		out := map[string]string{}
 		for _, r := range resp.GetResources() {
@@ -312,17 +314,21 @@ func TestPushModeExampleServesItsEnvoy(t *testing.T) {
 			}
 			out[s.GetName()] = s.GetGenericSecret().GetSecret().GetInlineString()
 		}
-		return out
+		return out, nil
 	}
-	envoyValues := got("spiffe://cluster.local/ns/egress/sa/envoy")
+	envoyValues, err := got("spiffe://cluster.local/ns/egress/sa/envoy")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range names {
 		d := f.Decide(ctx, &filter.Request{Credential: n, Principal: "spiffe://cluster.local/ns/egress/sa/envoy"})
 		if envoyValues[n] == "" || envoyValues[n] != d.Header.Value {
 			t.Errorf("%s: pushed value differs from what a Check injects", n)
 		}
 	}
-	if other := got("spiffe://cluster.local/ns/web/sa/frontend"); len(other) != 0 {
-		t.Fatalf("another workload got %d secrets", len(other))
+	// A workload no credential allows is refused as its stream opens.
+	if other, err := got("spiffe://cluster.local/ns/web/sa/frontend"); status.Code(err) != codes.PermissionDenied || len(other) != 0 {
+		t.Fatalf("another workload got %d secrets (%v), want PermissionDenied", len(other), err)
 	}
 }
 
