@@ -72,9 +72,10 @@ type Broker struct {
 
 type upstream struct {
 	config.BrokerUpstream
-	idx     int
-	keyName string       // NamePrefix + Name: one string for every key of the upstream
-	cached  atomic.Int64 // answers from cache, for totals that outlive evicted clients
+	idx       int
+	keyName   string       // NamePrefix + Name: one string for every key of the upstream
+	unlimited *bucket      // the bucket of all its clients when it sets no limit
+	cached    atomic.Int64 // answers from cache, for totals that outlive evicted clients
 }
 
 // UpstreamTotal is one upstream's answers from cache since the start, over
@@ -156,7 +157,9 @@ func New(opts Options) (*Broker, error) {
 		if u.Name == "" {
 			u.Name = fmt.Sprintf("upstream-%d", i)
 		}
-		b.ups = append(b.ups, &upstream{BrokerUpstream: u, idx: i, keyName: NamePrefix + u.Name})
+		up := &upstream{BrokerUpstream: u, idx: i, keyName: NamePrefix + u.Name}
+		up.unlimited = &bucket{up: up}
+		b.ups = append(b.ups, up)
 	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(b.results); err != nil {
@@ -455,7 +458,7 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	c, ok := b.mem.clients.get(clientKey(req))
 	if !ok {
 		c = newClient(req.clientID, req.up, b.tokens.Now())
-		b.mem.clients.add(c.ref(), c) // keyed by the client's own copy of the id
+		b.mem.clients.add(c.id(), c) // keyed by the client's own copy of the id
 		if b.meter != nil && (req.up.Budget.Mints > 0 || req.up.CostPerMint > 0) {
 			// A name without a policy is counted with no limit and no price:
 			// the policy, one per client, is kept only when it says something.

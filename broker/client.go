@@ -20,8 +20,7 @@ type client struct {
 	// "client:<upstream>/<id>"; the id is its tail, so both share one
 	// allocation, and the meter's own tables share it too.
 	name   string
-	up     *upstream
-	bucket *bucket // unlimited (shared) when the upstream sets no limit
+	bucket *bucket // the upstream's shared one when it sets no limit; knows the upstream
 
 	requests, cached, mints, forwarded, rejected, limited atomic.Int64
 
@@ -37,11 +36,14 @@ const meterPrefix = "client:"
 func newClient(id string, up *upstream, now time.Time) *client {
 	// The concatenation copies id: a client must not keep the request's
 	// form body (id is a substring of it) alive.
-	return &client{name: meterPrefix + up.Name + "/" + id, up: up, bucket: newBucket(up.Limit.Mints, up.Limit.Per.D(), now)}
+	return &client{name: meterPrefix + up.Name + "/" + id, bucket: up.newBucket(now)}
 }
 
+// up is the client's upstream, kept in its bucket: one pointer less per client.
+func (c *client) up() *upstream { return c.bucket.up }
+
 // id is the client id, the tail of name.
-func (c *client) id() string { return c.name[len(meterPrefix)+len(c.up.Name)+1:] }
+func (c *client) id() string { return c.name[len(meterPrefix)+len(c.up().Name)+1:] }
 
 // meterName is the client's name in the budget meter.
 func (c *client) meterName() string { return c.name }
@@ -65,13 +67,14 @@ func (c *client) dropKey(ks *keyState) {
 func (c *client) keyList() []cache.Key {
 	var out []cache.Key
 	for ks := c.keys; ks != nil; ks = ks.sibling {
-		out = append(out, cache.Key{ID: ks.id, Name: c.up.keyName})
+		out = append(out, cache.Key{ID: ks.id, Name: c.up().keyName})
 	}
 	return out
 }
 
 // bucket is a token bucket: capacity mints, refilled evenly over per.
 type bucket struct {
+	up     *upstream
 	mu     sync.Mutex // guards tokens and last
 	cap    float64
 	perSec float64
@@ -79,15 +82,14 @@ type bucket struct {
 	last   time.Time
 }
 
-// unlimited is every unlimited client's bucket: it never changes, so one
-// is enough for 100,000 clients.
-var unlimited = &bucket{}
-
-func newBucket(mints int64, per time.Duration, now time.Time) *bucket {
+// newBucket is a new client's bucket. Without a limit it is the upstream's
+// unlimited one: it never changes, so one is enough for 100,000 clients.
+func (u *upstream) newBucket(now time.Time) *bucket {
+	mints, per := u.Limit.Mints, u.Limit.Per.D()
 	if mints <= 0 || per <= 0 {
-		return unlimited
+		return u.unlimited
 	}
-	return &bucket{cap: float64(mints), perSec: float64(mints) / per.Seconds(), tokens: float64(mints), last: now}
+	return &bucket{up: u, cap: float64(mints), perSec: float64(mints) / per.Seconds(), tokens: float64(mints), last: now}
 }
 
 // take spends one token, or says how long until one is there.
@@ -151,7 +153,7 @@ func (b *Broker) Clients() []ClientState {
 			continue
 		}
 		out = append(out, ClientState{
-			ClientID: c.id(), Upstream: c.up.Name, MeterName: c.meterName(), CostPerMint: c.up.CostPerMint,
+			ClientID: c.id(), Upstream: c.up().Name, MeterName: c.meterName(), CostPerMint: c.up().CostPerMint,
 			Requests: c.requests.Load(), Cached: c.cached.Load(), Mints: c.mints.Load(), Forwarded: c.forwarded.Load(),
 			Rejected: c.rejected.Load(), Limited: c.limited.Load(),
 			LastMint: lastMint, LastLatency: lastLatency, Keys: keys,

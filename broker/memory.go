@@ -37,13 +37,13 @@ const (
 // the client and keyState records themselves, and a table is one map plus
 // two pointers, with no list node per entry.
 type memory struct {
-	clients  lru[clientID, client, *client]
+	clients  lru[string, client, *client]       // by client id (see clientKey)
 	keys     lru[string, keyState, *keyState]   // by cache key ID
 	negative *simplelru.LRU[string, *rejection] // by negativeKey; small and bounded
 }
 
 func (b *Broker) newMemory() {
-	b.mem.clients = newLRU(maxClients, (*client).ref, func(c *client) {
+	b.mem.clients = newLRU(maxClients, (*client).id, func(c *client) {
 		// A client's keys go with it: their state points at it.
 		for ks := c.keys; ks != nil; {
 			next := ks.sibling
@@ -61,16 +61,12 @@ func (b *Broker) newMemory() {
 	b.mem.negative, _ = simplelru.NewLRU[string, *rejection](maxNegative, nil)
 }
 
-// clientID names a client: its id at one upstream. A struct rather than a
-// joined string, so the key shares the id's bytes with the client.
-type clientID struct {
-	up *upstream
-	id string
-}
-
-func clientKey(req *request) clientID { return clientID{req.up, req.clientID} }
-
-func (c *client) ref() clientID { return clientID{c.up, c.id()} }
+// clientKey names req's client in the clients table: its id alone. Within
+// one Broker an id always goes to the same upstream (the first whose
+// client_ids match it, see parse; a new configuration builds a new Broker),
+// so the id names the client at its upstream too, and the table's key is
+// the client's own copy of it.
+func clientKey(req *request) string { return req.clientID }
 
 func negativeKey(keyID, bind string) string { return keyID + "/" + bind }
 
