@@ -38,6 +38,7 @@ type feed struct {
 	dropped      bool          // no subscriber is left; the feed is gone
 	epoch        uint64        // bumped by a reload that changes the credential's value
 	adoptedEpoch uint64        // epoch of the value held
+	timing       uint64        // bumped by Resync: a lease obtained before has the old settings' deadlines
 
 	members map[*identity]struct{} // identities subscribed and allowed
 	streams map[*stream]struct{}   // their streams subscribed to it
@@ -133,7 +134,7 @@ func (s *Server) prime(st *stream, feeds []*feed) {
 	defer context.AfterFunc(s.ctx, cancel)()
 	for _, fd := range feeds {
 		s.mu.Lock()
-		cred, epoch := fd.cred, fd.epoch
+		cred, epoch, timing := fd.cred, fd.epoch, fd.timing
 		s.mu.Unlock()
 		value, lease, err := cred.Value(ctx, false)
 		if ctx.Err() != nil {
@@ -146,7 +147,7 @@ func (s *Server) prime(st *stream, feeds []*feed) {
 			s.mu.Unlock()
 			return
 		}
-		s.adopt(fd, epoch, value, lease, err)
+		s.adopt(fd, epoch, timing, value, lease, err)
 	}
 }
 
@@ -154,8 +155,9 @@ func (s *Server) prime(st *stream, feeds []*feed) {
 // next timer. A token replaces the value when it is newer; a failure keeps
 // a usable token (the timer pushes the fail-closed value at its usable
 // end), and only a feed that never had a value is given the fail-closed one
-// at once ("none can be had").
-func (s *Server) adopt(fd *feed, epoch uint64, value string, lease cache.Lease, err error) {
+// at once ("none can be had"). timing is the feed's when the call began: a
+// lease from before a Resync is re-timed.
+func (s *Server) adopt(fd *feed, epoch, timing uint64, value string, lease cache.Lease, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fd.dropped || s.stopped || epoch != fd.epoch {
@@ -165,6 +167,13 @@ func (s *Server) adopt(fd *feed, epoch uint64, value string, lease cache.Lease, 
 		return
 	}
 	now := s.opts.Now()
+	if err == nil {
+		// A lease computed before a reload raised expiry_margin ends no
+		// later than the margin in force says.
+		if until := lease.Token.Expiry.Add(-s.opts.Tokens.ExpiryMargin()); until.Before(lease.Until) {
+			lease.Until = until
+		}
+	}
 	if err == nil && now.Before(lease.Until) {
 		fd.retryAt = time.Time{}
 		older := fd.has && !fd.failClosed && fd.adoptedEpoch == epoch && lease.Token.Expiry.Before(fd.lease.Token.Expiry)
@@ -191,6 +200,10 @@ func (s *Server) adopt(fd *feed, epoch uint64, value string, lease cache.Lease, 
 			s.log.Warn("no token for new SDS subscribers; pushed the fail-closed value",
 				zap.String("credential", fd.name), zap.Error(err), zap.Time("retry_at", fd.retryAt))
 		}
+	}
+	if timing != fd.timing {
+		s.resyncSoonLocked(fd) // its refresh point may be stale too: ask the cache for the current deadlines
+		return
 	}
 	s.scheduleLocked(fd, now)
 }
@@ -301,7 +314,7 @@ func (s *Server) wake(fd *feed) {
 	}
 	due := !fd.has || fd.failClosed || !now.Before(fd.lease.RefreshAt) ||
 		fd.cred.Polled() || fd.epoch != fd.adoptedEpoch
-	cred, epoch := fd.cred, fd.epoch
+	cred, epoch, timing := fd.cred, fd.epoch, fd.timing
 	if !due {
 		s.scheduleLocked(fd, now)
 		s.mu.Unlock()
@@ -309,5 +322,5 @@ func (s *Server) wake(fd *feed) {
 	}
 	s.mu.Unlock()
 	value, lease, err := cred.Value(s.ctx, true)
-	s.adopt(fd, epoch, value, lease, err)
+	s.adopt(fd, epoch, timing, value, lease, err)
 }

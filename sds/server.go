@@ -29,11 +29,7 @@ import (
 	"sync"
 	"time"
 
-	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	xdslog "github.com/envoyproxy/go-control-plane/pkg/log"
-	"github.com/envoyproxy/go-control-plane/pkg/server/config"
-	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -85,12 +81,13 @@ type Options struct {
 }
 
 // Server serves SDS. Create it with New, add it to a gRPC server with
-// Register, pass every reload to Reconfigure, and call Stop when draining.
+// Register (End the Registration when that server is retired), pass every
+// reload to Reconfigure, call Resync after the cache takes new settings,
+// and call Stop when draining.
 type Server struct {
 	opts   Options
 	log    *zap.Logger
 	m      *metrics
-	xds    serverv3.Server
 	ctx    context.Context // cancelled by Stop: ends every stream
 	cancel context.CancelFunc
 	prefix string // per process, in every version string: a version is never reused across processes
@@ -139,32 +136,13 @@ func New(opts Options) *Server {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m = newMetrics(opts.Reg, s)
-	s.xds = serverv3.NewServer(s.ctx, watcher{s}, callbacks{s},
-		// An empty request subscribes to nothing: Envoy always names its secrets.
-		config.DeactivateLegacyWildcard(),
-		sotw.WithLogger(s.xdsLogger()))
 	return s
 }
 
-// Register adds the SecretDiscoveryService (StreamSecrets, DeltaSecrets) to g.
-func (s *Server) Register(g grpc.ServiceRegistrar) {
-	secretv3.RegisterSecretDiscoveryServiceServer(g, service{s: s})
-}
-
-// service exposes the two streaming methods; FetchSecrets (REST-style
-// polling) stays unimplemented: a unary call has nothing to keep fresh.
-type service struct {
-	secretv3.UnimplementedSecretDiscoveryServiceServer
-	s *Server
-}
-
-func (v service) StreamSecrets(st secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	return v.s.xds.StreamSecrets(st)
-}
-
-func (v service) DeltaSecrets(st secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	return v.s.xds.DeltaSecrets(st)
-}
+// Register adds the SecretDiscoveryService (StreamSecrets, DeltaSecrets) to
+// g. End the returned Registration when g is retired: its streams end
+// (registration.go).
+func (s *Server) Register(g grpc.ServiceRegistrar) *Registration { return s.register(g) }
 
 // Stop ends every SDS stream — Envoy keeps the last value it had and
 // reconnects to another replica — stops the refresh timers and waits for

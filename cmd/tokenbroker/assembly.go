@@ -137,6 +137,7 @@ func newAssembly(log *zap.Logger) *assembly {
 	a.admin = newAdminListener(adminHandler, a, log)
 	a.grpc = newGRPCListener(&a.decisions.current, log)
 	a.grpc.services = append(a.grpc.services, func(g *grpc.Server) { a.push.register(g, a.grpc.health) })
+	a.grpc.draining = append(a.grpc.draining, a.push.retire)
 	a.forwardAuth = newForwardAuthListener(&a.decisions.current, log)
 	a.brokerHTTP = newBrokerListener(a.broker, log)
 

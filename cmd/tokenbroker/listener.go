@@ -195,6 +195,9 @@ type grpcServer struct {
 	*grpc.Server
 	name string
 	log  *zap.Logger
+	// draining, when set, runs as the drain starts: it ends the streams
+	// that would otherwise outlive it (SDS) under settings no longer in force.
+	draining func()
 }
 
 func (s grpcServer) serve(ln net.Listener) {
@@ -204,6 +207,9 @@ func (s grpcServer) serve(ln net.Listener) {
 }
 
 func (s grpcServer) drain(ctx context.Context) {
+	if s.draining != nil {
+		s.draining()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		s.GracefulStop()

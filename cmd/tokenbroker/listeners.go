@@ -29,6 +29,7 @@ type grpcListener struct {
 	health   *health.Server
 	decide   *envoy.Current
 	services []func(*grpc.Server) // more services on the same port
+	draining []func(*grpc.Server) // run as a server's drain starts (push mode ends its SDS streams)
 	options  []grpc.ServerOption  // more server options (interceptors, stats handlers)
 }
 
@@ -56,7 +57,12 @@ func (g *grpcListener) build(cfg *config.Config) (server, error) {
 	for _, register := range g.services {
 		register(s)
 	}
-	return grpcServer{Server: s, name: g.name, log: g.log}, nil
+	draining := func() {
+		for _, f := range g.draining {
+			f(s)
+		}
+	}
+	return grpcServer{Server: s, name: g.name, log: g.log, draining: draining}, nil
 }
 
 // forwardAuthListener is listen.http with forward_auth.*: the HTTP
