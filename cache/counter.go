@@ -37,7 +37,7 @@ func (c *MintCounter) Add(ctx context.Context, name string, at time.Time) error 
 	_, _ = rand.Read(nonce[:])
 	member := strconv.FormatInt(at.UnixNano(), 36) + "." + hex.EncodeToString(nonce[:]) // unique per event
 	key := c.key(0, name)
-	return c.r.do(ctx, opCount, func(ctx context.Context) error {
+	return c.r.do(ctx, opCount, key, func(ctx context.Context) error {
 		_, err := c.r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: member})
 			p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(at.Add(-c.keep).UnixMilli(), 10))
@@ -58,7 +58,7 @@ func (c *MintCounter) Count(ctx context.Context, name string, since, until time.
 	for i := range c.r.nameKeys {
 		key := c.key(i, name)
 		var n int64
-		err := c.r.do(ctx, opCount, func(ctx context.Context) error {
+		err := c.r.do(ctx, opCount, key, func(ctx context.Context) error {
 			var err error
 			n, err = c.r.client.ZCount(ctx, key, lo, hi).Result()
 			return err

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -66,6 +68,10 @@ type RedisOptions struct {
 	Now    func() time.Time // breaker clock seam; default time.Now
 	Logger *zap.Logger
 	Meter  *L2Metrics
+
+	// topologyEvery overrides the Cluster slot map's periodic re-read
+	// (tests: negative turns it off, to hold a stale map on purpose).
+	topologyEvery time.Duration
 }
 
 // Redis is the Shared tier backed by Redis, Redis Cluster or Sentinel.
@@ -82,9 +88,14 @@ type Redis struct {
 	br      [numOps]*breaker
 	gaugeMu sync.Mutex // serialises the breaker gauge's updates
 
-	stop      chan struct{} // closed by Close: ends the topology refresher
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// ctx ends at Close: it ends the topology refresher and its re-reads.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// topo serialises slot map re-reads (a one-slot semaphore a waiter can
+	// give up on); topoAt, guarded by it, is when the last one ended.
+	topo   chan struct{}
+	topoAt time.Time
+	wg     sync.WaitGroup
 	// nameKeys name Redis keys: DeriveKey(namesPurpose) of every encryption
 	// key, the encrypting key's first. New keys are named with the first;
 	// the others find what replicas still on an older key wrote.
@@ -117,6 +128,11 @@ func (k opKind) String() string { return [...]string{"get", "set", "lock", "coun
 // once a minute. One CLUSTER SLOTS per replica this often costs Redis
 // nothing measurable.
 const topologyEvery = 2 * time.Second
+
+// topologyGap is the least time between two slot map re-reads asked for by
+// failed commands: during an outage every L2 call for the dead master's
+// slots fails, and one CLUSTER SLOTS answers them all.
+const topologyGap = 100 * time.Millisecond
 
 // releaseScript deletes the lock only if it still holds our owner value, so a
 // replica whose lock expired cannot free another replica's lock.
@@ -153,7 +169,8 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		opts.Meter = NewL2Metrics(nil)
 	}
 	quietOnce.Do(func() { redis.SetLogger(zapPrintf{opts.Logger}) })
-	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose), stop: make(chan struct{})}
+	r := &Redis{opts: opts, nameKeys: opts.Sealer.DerivedKeys(namesPurpose), topo: make(chan struct{}, 1)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 opts.Addrs,
 		MasterName:            opts.MasterName,
@@ -200,7 +217,9 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	}
 	if c, ok := r.client.(*redis.ClusterClient); ok {
 		r.cluster = c
-		r.wg.Go(r.refreshTopology)
+		if opts.topologyEvery >= 0 {
+			r.wg.Go(r.refreshTopology)
+		}
 	}
 	return r, nil
 }
@@ -216,16 +235,54 @@ func (r *Redis) worstBreaker() breakerState {
 
 // refreshTopology re-reads the cluster's slot map every topologyEvery.
 func (r *Redis) refreshTopology() {
-	t := time.NewTicker(topologyEvery)
+	every := cmp.Or(r.opts.topologyEvery, topologyEvery)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			r.cluster.ReloadState(context.Background()) // asynchronous; go-redis coalesces reloads
-		case <-r.stop:
+			ctx, done := context.WithTimeout(r.ctx, every/2)
+			r.reloadTopology(ctx, 0)
+			done()
+		case <-r.ctx.Done():
 			return
 		}
 	}
+}
+
+// reloadTopology re-reads the cluster's slot map now and returns when it
+// has (or ctx ended), unless a re-read ended less than gap ago: then the
+// map that one read is current enough. Concurrent callers wait for the one
+// re-read under way rather than start their own.
+//
+// It is synchronous on purpose: go-redis's ReloadState only schedules a
+// re-read in the background, so the command that found the dead master
+// could not use its answer, and minted locally instead.
+func (r *Redis) reloadTopology(ctx context.Context, gap time.Duration) {
+	select {
+	case r.topo <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-r.topo }()
+	if gap > 0 && time.Since(r.topoAt) < gap {
+		return
+	}
+	// ForEachMaster reads CLUSTER SLOTS from a live node before it runs
+	// (falling back to the map it has when no node answers); the function
+	// itself has nothing to do.
+	_ = r.cluster.ForEachMaster(ctx, func(context.Context, *redis.Client) error { return nil })
+	r.topoAt = time.Now()
+}
+
+// masterAddr is the address of the master the client sends key's commands
+// to now ("" when the map has no master for it).
+func (r *Redis) masterAddr(ctx context.Context, key string) string {
+	c, err := r.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return ""
+	}
+	return c.Options().Addr
 }
 
 // quietOnce routes go-redis's own (process-wide) log lines, such as every
@@ -241,7 +298,7 @@ func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
 
 // Close stops the topology refresher and closes the Redis connections.
 func (r *Redis) Close() error {
-	r.closeOnce.Do(func() { close(r.stop) })
+	r.cancel()
 	r.wg.Wait()
 	return r.client.Close()
 }
@@ -278,27 +335,70 @@ func keyedTag(key []byte, kind, input string) string {
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
-// do runs one Redis operation of kind k under that kind's breaker and the
-// per-operation timeout. redis.Nil (a miss, or a lock held elsewhere)
-// counts as an answer. On a Redis Cluster, a failure also asks for the slot
-// map again: a dead master never answers MOVED, so nothing else would.
-func (r *Redis) do(ctx context.Context, k opKind, op func(ctx context.Context) error) error {
+// do runs one Redis operation of kind k on key under that kind's breaker
+// and the per-operation timeout. redis.Nil (a miss, or a lock held
+// elsewhere) counts as an answer.
+//
+// On a Redis Cluster a failure re-reads the slot map at once, within the
+// same timeout, and when key's slot has moved to another master since (the
+// failed master's replica was promoted) runs op once more there. A dead
+// master never answers MOVED, and go-redis re-reads the map only on MOVED
+// or every minute, so without this a replica whose map predates a
+// failover (one idle through it) failed its first call after it and minted
+// on its own, though the fleet's token and lock were on the new master.
+// The breaker sees only the final outcome.
+func (r *Redis) do(ctx context.Context, k opKind, key string, op func(ctx context.Context) error) error {
 	br := r.br[k]
 	if !br.allow() {
 		return ErrBreakerOpen
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	var was string
+	if r.cluster != nil {
+		was = r.masterAddr(ctx, key)
+	}
 	err := op(ctx)
-	cancel()
+	if err != nil && !errors.Is(err, redis.Nil) && r.cluster != nil {
+		err = r.retryMoved(ctx, k, key, was, err, op)
+	}
 	if errors.Is(err, redis.Nil) {
 		br.done(nil)
 		return err
 	}
 	br.done(err)
-	if err != nil && r.cluster != nil {
-		r.cluster.ReloadState(context.Background())
-	}
 	return err
+}
+
+// retryMoved re-reads the slot map after op failed with err on master was,
+// and runs op again when key's slot is now on another master. Every op is
+// safe to run twice: token reads and writes, the compare-and-set offer, the
+// lock (a SET NX that did land before the master died makes the retry see
+// the lock taken: a wait, not a second mint) and its owner-checked release,
+// and mint counts (each event is a sorted-set member unique to it). It
+// returns op's final error.
+func (r *Redis) retryMoved(ctx context.Context, k opKind, key, was string, err error, op func(ctx context.Context) error) error {
+	if ctx.Err() != nil || isTimeout(err) {
+		// No time left to re-read the map here: have it re-read in the
+		// background for the next call.
+		r.cluster.ReloadState(context.Background())
+		return err
+	}
+	r.reloadTopology(ctx, topologyGap)
+	now := r.masterAddr(ctx, key)
+	if now == "" || now == was || ctx.Err() != nil {
+		return err
+	}
+	r.opts.Logger.Debug("shared cache: slot moved to another master; trying there",
+		zap.Stringer("operation", k), zap.String("from", was), zap.String("to", now), zap.Error(err))
+	return op(ctx)
+}
+
+// isTimeout reports a command that ran out of time (its context or a
+// socket deadline).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // Load implements Shared. It looks under the encrypting key's name first
@@ -329,7 +429,7 @@ func (r *Redis) Load(ctx context.Context, key Key) (credential.Token, bool, erro
 // load reads and opens one name: result is hit, miss or unreadable.
 func (r *Redis) load(ctx context.Context, key Key, name string) (tok credential.Token, result string, err error) {
 	var b []byte
-	err = r.do(ctx, opGet, func(ctx context.Context) (err error) {
+	err = r.do(ctx, opGet, name, func(ctx context.Context) (err error) {
 		b, err = r.client.Get(ctx, name).Bytes()
 		return err
 	})
@@ -360,7 +460,7 @@ func (r *Redis) Store(ctx context.Context, key Key, tok credential.Token, ttl ti
 	if err != nil {
 		return fmt.Errorf("shared cache: seal: %w", err)
 	}
-	err = r.do(ctx, opSet, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
+	err = r.do(ctx, opSet, name, func(ctx context.Context) error { return r.client.Set(ctx, name, b, ttl).Err() })
 	if err != nil {
 		r.opts.Meter.write(key.Name, "error")
 		return fmt.Errorf("shared cache: set: %w", err)
@@ -382,7 +482,7 @@ func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl ti
 	}
 	var stored bool
 	var kept credential.Token
-	err = r.do(ctx, opSet, func(ctx context.Context) error {
+	err = r.do(ctx, opSet, name, func(ctx context.Context) error {
 		err := r.client.Watch(ctx, func(tx *redis.Tx) error {
 			old, err := tx.Get(ctx, name).Bytes()
 			switch {
@@ -431,7 +531,7 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 	_, _ = rand.Read(owner[:])
 	val := hex.EncodeToString(owner[:])
 	var got bool
-	err := r.do(ctx, opLock, func(ctx context.Context) (err error) {
+	err := r.do(ctx, opLock, name, func(ctx context.Context) (err error) {
 		got, err = r.client.SetNX(ctx, name, val, r.opts.LockTTL).Result() // SET name val PX ttl NX
 		return err
 	})
@@ -446,7 +546,7 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 	r.opts.Meter.lock(key.Name, "acquired")
 	release := func() {
 		// Not the caller's context: the lock should go even if it was cancelled.
-		err := r.do(context.Background(), opLock, func(ctx context.Context) error {
+		err := r.do(context.Background(), opLock, name, func(ctx context.Context) error {
 			return releaseScript.Run(ctx, r.client, []string{name}, val).Err()
 		})
 		if err != nil {

@@ -104,6 +104,8 @@ type Filter struct {
 	log          *zap.Logger
 	m            *Metrics
 	routeNames   map[*route]string // for spans; nil while tracing is off (observe.go)
+
+	anySource atomic.Pointer[sourceUnion] // every credential's allowed_sources, built on first AllowsAny (push.go)
 }
 
 // binding joins a credential's name, cache key, source and header format.

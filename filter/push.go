@@ -2,6 +2,9 @@ package filter
 
 import (
 	"context"
+	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/tokenbroker/tokenbroker/cache"
 )
@@ -53,4 +56,86 @@ func (p PushCredential) Polled() bool { return p.b.changer != nil }
 // needs a new value pushed.
 func (p PushCredential) SameValue(q PushCredential) bool {
 	return p.b.key == q.b.key && p.b.prefix == q.b.prefix && p.b.suffix == q.b.suffix
+}
+
+// AllowsAny reports whether a caller with this verified principal and
+// address may have at least one credential of this configuration. Push mode
+// asks it when a stream opens, so a caller that may have nothing cannot
+// hold a stream at all. It costs a few map lookups however many
+// credentials there are: the union of every allowed_sources is built once
+// per configuration, on first use.
+func (f *Filter) AllowsAny(principal, address string) bool {
+	u := f.anySource.Load()
+	if u == nil {
+		u = newSourceUnion(f.bindings)
+		f.anySource.Store(u) // two first callers build the same union
+	}
+	return u.allows(principal, address)
+}
+
+// sourceUnion is the union of the credentials' source policies.
+type sourceUnion struct {
+	everyone bool                // a credential without allowed_sources
+	exact    map[string]struct{} // principals without "*"
+	patterns []string            // principals with "*", distinct
+	prefixes map[netip.Prefix]struct{}
+	bits     []int // the distinct lengths in prefixes: one lookup each
+}
+
+func newSourceUnion(bindings map[string]*binding) *sourceUnion {
+	u := &sourceUnion{exact: map[string]struct{}{}, prefixes: map[netip.Prefix]struct{}{}}
+	for _, b := range bindings {
+		p := b.sources
+		if p == nil {
+			return &sourceUnion{everyone: true}
+		}
+		for _, pat := range p.principals {
+			if !strings.Contains(pat, "*") {
+				u.exact[pat] = struct{}{}
+			} else if !slices.Contains(u.patterns, pat) {
+				u.patterns = append(u.patterns, pat)
+			}
+		}
+		for _, pfx := range p.prefixes {
+			if _, ok := u.prefixes[pfx]; !ok {
+				u.prefixes[pfx] = struct{}{}
+				if !slices.Contains(u.bits, pfx.Bits()) {
+					u.bits = append(u.bits, pfx.Bits())
+				}
+			}
+		}
+	}
+	return u
+}
+
+func (u *sourceUnion) allows(principal, address string) bool {
+	if u.everyone {
+		return true
+	}
+	if principal != "" {
+		if _, ok := u.exact[principal]; ok {
+			return true
+		}
+		for _, pat := range u.patterns {
+			if matchPrincipal(pat, principal) {
+				return true
+			}
+		}
+	}
+	if len(u.bits) == 0 || address == "" {
+		return false
+	}
+	a, err := netip.ParseAddr(address)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, n := range u.bits {
+		if pfx, err := a.Prefix(n); err == nil { // err: a length of the other family
+			if _, ok := u.prefixes[pfx]; ok {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -134,7 +134,7 @@ func newStack(t testing.TB, yaml string, o stackOpts) *stack {
 	s.sds = New(Options{Filter: f, Tokens: s.tokens, Logger: log, Reg: s.reg, Now: s.clock.Now,
 		AfterFunc: func(d time.Duration, fn func()) func() bool { return s.clock.AfterFunc(d, fn).Stop }})
 
-	var opts []grpc.ServerOption
+	opts := ServerOptions() // as cmd/tokenbroker's listener sets them
 	if o.tls {
 		dir := t.TempDir()
 		ca := testcerts.NewCA(t, "envoy-ca")

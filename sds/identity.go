@@ -67,3 +67,31 @@ func peerIdentity(ctx context.Context) (principal, address string) {
 func identityKey(principal, address string) string {
 	return strconv.Quote(principal) + " " + strconv.Quote(address)
 }
+
+// budgetKey is what MaxStreamsPerIdentity counts streams by. A caller with
+// a verified principal is its identity (principal and address: each Envoy
+// of a service account has its own budget). One without is its address's
+// network — the address for IPv4, its /64 for IPv6 — so a caller cannot
+// multiply its budget by the addresses of one host or LAN.
+func budgetKey(principal, address string) string {
+	if principal != "" {
+		return identityKey(principal, address)
+	}
+	return "addr " + addressNetwork(address)
+}
+
+// addressNetwork is the network one address-only caller is held to: an
+// IPv4 address itself (/32), an IPv6 address's /64. Anything unparsable
+// stays as it is.
+func addressNetwork(address string) string {
+	a, err := netip.ParseAddr(address)
+	if err != nil {
+		return address
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64) // drops any zone
+	return p.String()
+}

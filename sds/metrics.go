@@ -10,7 +10,11 @@ const (
 	rejectUnknown    = "unknown_credential" // no credential of that name
 	rejectBadRequest = "bad_request"        // wildcard, wrong type, too many or too long names: stream closed
 	rejectOverLimit  = "too_many_streams"   // a stream bound was reached: stream refused
-	rejectStopping   = "shutting_down"
+	// The caller may have no credential at all: stream refused at open.
+	rejectNoCredential = "no_credential"
+	// The stream held no subscription its caller may have for SubscribeGrace: stream closed.
+	rejectIdle     = "no_subscription"
+	rejectStopping = "shutting_down"
 )
 
 // metrics are push mode's series. Per-credential labels go through the
@@ -33,7 +37,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		}, []string{"credential", "value"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_sds_rejected_subscriptions_total",
-			Help: "SDS subscriptions refused: not_allowed (outside allowed_sources), unknown_credential, bad_request (stream closed), too_many_streams, shutting_down.",
+			Help: "SDS subscriptions refused: not_allowed (outside allowed_sources), unknown_credential, bad_request (stream closed), too_many_streams, no_credential (the caller may have none: stream refused), no_subscription (nothing allowed subscribed within the grace period: stream closed), shutting_down.",
 		}, []string{"reason"}),
 		nacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenbroker_sds_nacks_total",
@@ -50,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			"Open SDS streams.", nil, nil),
 		s: s,
 	}
-	for _, r := range []string{rejectNotAllowed, rejectUnknown, rejectBadRequest, rejectOverLimit, rejectStopping} {
+	for _, r := range []string{rejectNotAllowed, rejectUnknown, rejectBadRequest, rejectOverLimit, rejectNoCredential, rejectIdle, rejectStopping} {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -71,12 +71,18 @@ type service struct {
 	r *Registration
 }
 
+// Each stream reads through a pump with a closer (closer.go), so the server
+// can end it alone.
 func (v service) StreamSecrets(st secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	return v.r.ended(st.Context(), v.r.xds.StreamSecrets(st))
+	c := newCloser(st.Context())
+	defer c.cancel()
+	return c.result(v.r.ended(st.Context(), v.r.xds.StreamSecrets(sotwStream{st, newPump(c, st.Recv)})))
 }
 
 func (v service) DeltaSecrets(st secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	return v.r.ended(st.Context(), v.r.xds.DeltaSecrets(st))
+	c := newCloser(st.Context())
+	defer c.cancel()
+	return c.result(v.r.ended(st.Context(), v.r.xds.DeltaSecrets(deltaStream{st, newPump(c, st.Recv)})))
 }
 
 // regCallbacks are the callbacks of one registration's xDS server: its

@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	xdslog "github.com/envoyproxy/go-control-plane/pkg/log"
@@ -49,7 +50,28 @@ const (
 	MaxStreams = 50000
 	// MaxStreamsPerIdentity bounds one identity's streams (Envoy opens one
 	// per secret), so a single caller cannot take every stream from the rest.
+	// A caller with a client certificate is its principal and address; one
+	// without is its address's network: an IPv4 address, or an IPv6 /64
+	// (one host or LAN holds 2^64 addresses, so counting them one by one
+	// would bound nothing).
 	MaxStreamsPerIdentity = 1024
+	// MaxAddressStreams bounds the streams of all callers without a
+	// verified principal together. An address is the weakest identity —
+	// many hosts, or one /64, can present many — so address-only callers
+	// may fill at most this share of MaxStreams, and the rest stays for
+	// callers with client certificates: a flood from addresses can never
+	// lock out an Envoy with a certificate.
+	MaxAddressStreams = MaxStreams / 2
+	// MaxStreamsPerConnection is the HTTP/2 concurrent-stream limit of the
+	// gRPC listener (ServerOptions): one connection is one identity, so it
+	// needs no more than an identity may have.
+	MaxStreamsPerConnection = MaxStreamsPerIdentity
+	// SubscribeGrace is how long a stream may hold no subscription its
+	// caller may have — none yet, only names refused, or all unsubscribed —
+	// before it is closed: Envoy subscribes as it opens a stream, so only a
+	// stream that serves nobody is closed, and one that asks for a
+	// credential a later reload adds reconnects and gets it.
+	SubscribeGrace = 30 * time.Second
 	// MaxNamesPerStream bounds the secrets one stream subscribes to (Envoy
 	// asks for one): go-control-plane keeps every requested name.
 	MaxNamesPerStream = 64
@@ -96,20 +118,34 @@ type Server struct {
 	byNode sync.Map       // *corev3.Node → *identity (the watcher's routing table)
 	work   sync.WaitGroup // feed work in flight
 
-	live sync.Map // streamKey → *stream, for the per-request path without mu
+	// live finds a request's stream without mu. A typed map under a
+	// read lock, not a sync.Map: boxing the key cost an allocation per
+	// request and ACK.
+	liveMu sync.RWMutex
+	live   map[streamKey]*stream
 
 	mu      sync.Mutex // guards the fields below, every identity and feed, and what stream says
 	filter  *filter.Filter
 	streams map[streamKey]*stream
 	idents  map[string]*identity
+	budgets map[string]int // budgetKey → open streams
+	anon    int            // open streams of callers without a verified principal
 	feeds   map[string]*feed
 	nextID  uint64
 	stopped bool
+
+	// Lines about refused and closed streams, which anyone can cause: at
+	// most one per interval each, with the count since the last.
+	refusedLog, idleLog throttle
+
+	// Test hooks, nil in production: a stream was registered (under mu), a
+	// request was applied.
+	afterOpen, afterRequest atomic.Pointer[func(*stream)]
 }
 
 // limits are the bounds in force: the Max constants (tests lower them to
 // hit them cheaply).
-type limits struct{ streams, perIdentity, names, nameBytes int }
+type limits struct{ streams, addressStreams, perIdentity, names, nameBytes int }
 
 // New builds a Server; it serves nothing until Register.
 func New(opts Options) *Server {
@@ -128,10 +164,12 @@ func New(opts Options) *Server {
 		opts:    opts,
 		log:     opts.Logger.With(zap.String("component", "sds")),
 		prefix:  hex.EncodeToString(b[:]),
-		lim:     limits{MaxStreams, MaxStreamsPerIdentity, MaxNamesPerStream, MaxNameBytes},
+		lim:     limits{MaxStreams, MaxAddressStreams, MaxStreamsPerIdentity, MaxNamesPerStream, MaxNameBytes},
 		filter:  opts.Filter,
 		streams: map[streamKey]*stream{},
+		live:    map[streamKey]*stream{},
 		idents:  map[string]*identity{},
+		budgets: map[string]int{},
 		feeds:   map[string]*feed{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -234,6 +272,7 @@ func (s *Server) subscribeLocked(st *stream, names []string) (prime []*feed) {
 		st.mu.Lock()
 		st.feeds[n] = fd
 		st.mu.Unlock()
+		s.heldLocked(st)
 		if fd.has {
 			s.publishLocked(id, fd)
 		} else if !slices.Contains(prime, fd) {
@@ -255,6 +294,9 @@ func (s *Server) unsubscribeLocked(st *stream, names []string) {
 		st.mu.Lock()
 		delete(st.feeds, n)
 		st.mu.Unlock()
+		if s.holdsNothingLocked(st) {
+			s.emptyLocked(st)
+		}
 		fd := s.feeds[n]
 		if fd != nil {
 			fd.leave(st, s.opts.Now())
@@ -340,6 +382,7 @@ func (s *Server) Reconfigure(f *filter.Filter) {
 						st.mu.Lock()
 						st.feeds[n] = fd
 						st.mu.Unlock()
+						s.heldLocked(st)
 					}
 				}
 				if fd.has {
@@ -356,6 +399,11 @@ func (s *Server) Reconfigure(f *filter.Filter) {
 				}
 				delete(fd.members, id)
 				s.revokeLocked(id, n)
+				for st := range id.streams {
+					if s.holdsNothingLocked(st) { // it never had the value: nothing to keep in place
+						s.emptyLocked(st)
+					}
+				}
 				s.log.Warn("SDS subscription no longer allowed after reload; fail-closed value pushed",
 					zap.String("secret", n), zap.String("principal", id.principal), zap.String("address", id.address))
 			}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -38,6 +39,13 @@ type stream struct {
 	// it without a lock.
 	names  map[string]struct{}
 	logged bool // a refused subscription was logged (Server.mu)
+
+	// Under Server.mu: what ends the stream, its budget, and the grace
+	// timer that runs while it holds nothing (SubscribeGrace).
+	closer     *closer
+	budget     string
+	idleStop   func() bool
+	emptySince time.Time
 
 	mu     sync.Mutex       // guards the fields below
 	feeds  map[string]*feed // the allowed names' feeds (changed under Server.mu too)
@@ -76,7 +84,8 @@ func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) 
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	out := make([]carried, 0, len(resp.GetResources()))
+	var one [1]carried // Envoy subscribes a stream to one secret: no allocation per push
+	out := one[:0]
 	for _, r := range resp.GetResources() {
 		out = append(out, carried{name: secretName(r.GetValue()), size: len(r.GetValue())})
 	}
@@ -88,7 +97,8 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscover
 }
 
 func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	out := make([]carried, 0, len(resp.GetResources()))
+	var one [1]carried
+	out := one[:0]
 	for _, r := range resp.GetResources() {
 		out = append(out, carried{name: r.GetName(), size: len(r.GetResource().GetValue())})
 	}
@@ -121,14 +131,23 @@ func (s *Server) open(ctx context.Context, key streamKey, typeURL string) error 
 		s.m.rejected.WithLabelValues(rejectStopping).Inc()
 		return status.Error(codes.Unavailable, "sds: shutting down")
 	}
+	// A caller who may have no credential at all gets no stream: it could
+	// only hold a share of the bounds below. After a reload that grants it
+	// one, its next attempt succeeds (Envoy retries a refused stream).
+	if !s.filter.AllowsAny(principal, address) {
+		return s.refuseStreamLocked(rejectNoCredential, principal, address,
+			status.Error(codes.PermissionDenied, "sds: this caller may have no credential"))
+	}
+	bk := budgetKey(principal, address)
+	switch {
+	case len(s.streams) >= s.lim.streams,
+		principal == "" && s.anon >= s.lim.addressStreams,
+		s.budgets[bk] >= s.lim.perIdentity:
+		return s.refuseStreamLocked(rejectOverLimit, principal, address,
+			status.Error(codes.ResourceExhausted, "sds: too many streams"))
+	}
 	ik := identityKey(principal, address)
 	id := s.idents[ik]
-	if len(s.streams) >= s.lim.streams || id != nil && len(id.streams) >= s.lim.perIdentity {
-		s.m.rejected.WithLabelValues(rejectOverLimit).Inc()
-		s.log.Debug("SDS stream refused: stream bound reached",
-			zap.String("principal", principal), zap.String("address", address), zap.Int("streams", len(s.streams)))
-		return status.Error(codes.ResourceExhausted, "sds: too many streams")
-	}
 	if id == nil {
 		s.nextID++
 		id = &identity{
@@ -144,12 +163,95 @@ func (s *Server) open(ctx context.Context, key streamKey, typeURL string) error 
 		s.idents[ik] = id
 		s.byNode.Store(id.node, id)
 	}
-	st := &stream{key: key, id: id, ctx: ctx, names: map[string]struct{}{}, feeds: map[string]*feed{}}
+	st := &stream{key: key, id: id, ctx: ctx, names: map[string]struct{}{}, feeds: map[string]*feed{},
+		closer: closerOf(ctx), budget: bk}
 	id.streams[st] = struct{}{}
 	s.streams[key] = st
-	s.live.Store(key, st)
+	s.liveMu.Lock()
+	s.live[key] = st
+	s.liveMu.Unlock()
+	s.budgets[bk]++
+	if principal == "" {
+		s.anon++
+	}
+	s.emptyLocked(st)
+	if h := s.afterOpen.Load(); h != nil {
+		(*h)(st)
+	}
 	return nil
 }
+
+// refuseStreamLocked counts a stream refused at open, logs it throttled,
+// and returns err for go-control-plane to end the stream with.
+func (s *Server) refuseStreamLocked(reason, principal, address string, err error) error {
+	s.m.rejected.WithLabelValues(reason).Inc()
+	if n, ok := s.refusedLog.take(s.opts.Now()); ok {
+		s.log.Warn("SDS stream refused",
+			zap.String("reason", reason), zap.String("principal", clip(principal)), zap.String("address", address),
+			zap.Int("refused", n), zap.Int("streams", len(s.streams)))
+	}
+	return err
+}
+
+// emptyLocked notes that st holds nothing its caller may have and starts
+// its grace period, unless one runs.
+func (s *Server) emptyLocked(st *stream) {
+	st.emptySince = s.opts.Now()
+	if st.idleStop == nil && st.closer != nil {
+		st.idleStop = s.opts.AfterFunc(SubscribeGrace, func() { s.idle(st) })
+	}
+}
+
+// heldLocked notes that st holds a subscription: no grace period runs.
+func (s *Server) heldLocked(st *stream) {
+	if st.idleStop != nil {
+		st.idleStop()
+		st.idleStop = nil
+	}
+}
+
+// holdsNothingLocked reports whether st serves its caller nothing: no
+// allowed subscription, and no fail-closed value a reload left in place of
+// one (that stream must stay: Envoy keeps the last value it had, and the
+// fail-closed one is what keeps it from the token).
+func (s *Server) holdsNothingLocked(st *stream) bool {
+	if len(st.feeds) > 0 {
+		return false
+	}
+	for n := range st.names {
+		if st.id.held[n].revoked {
+			return false
+		}
+	}
+	return true
+}
+
+// idle is the grace timer's function: a stream still holding nothing
+// SubscribeGrace after it started to is closed.
+func (s *Server) idle(st *stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.idleStop = nil
+	if s.stopped || s.streams[st.key] != st || !s.holdsNothingLocked(st) {
+		return
+	}
+	now := s.opts.Now()
+	if rest := st.emptySince.Add(SubscribeGrace).Sub(now); rest > 0 {
+		st.idleStop = s.opts.AfterFunc(rest, func() { s.idle(st) }) // it emptied again since the timer started
+		return
+	}
+	s.m.rejected.WithLabelValues(rejectIdle).Inc()
+	if n, ok := s.idleLog.take(now); ok {
+		s.log.Warn("SDS stream closed: no subscription it may have within the grace period",
+			zap.String("principal", clip(st.id.principal)), zap.String("address", st.id.address),
+			zap.Duration("grace", SubscribeGrace), zap.Int("closed", n))
+	}
+	st.closer.close(status.Errorf(codes.PermissionDenied,
+		"sds: no secret this caller may have was subscribed within %v", SubscribeGrace))
+}
+
+// clip bounds a caller's field in a log line.
+func clip(v string) string { return truncate(v, 256) }
 
 // closed forgets a stream, and its identity with its last stream.
 func (s *Server) closed(key streamKey) {
@@ -160,9 +262,18 @@ func (s *Server) closed(key streamKey) {
 		return // refused at open
 	}
 	s.unsubscribeLocked(st, slices.Collect(maps.Keys(st.names)))
+	s.heldLocked(st) // stops the grace timer
 	delete(s.streams, key)
-	s.live.Delete(key)
+	s.liveMu.Lock()
+	delete(s.live, key)
+	s.liveMu.Unlock()
+	if s.budgets[st.budget]--; s.budgets[st.budget] <= 0 {
+		delete(s.budgets, st.budget)
+	}
 	id := st.id
+	if id.principal == "" {
+		s.anon--
+	}
 	delete(id.streams, st)
 	if len(id.streams) == 0 {
 		delete(s.idents, id.key)
@@ -177,6 +288,9 @@ func (s *Server) request(key streamKey, req *discoveryv3.DiscoveryRequest) error
 	st, err := s.begin(key, req.GetTypeUrl())
 	if err != nil {
 		return err
+	}
+	if h := s.afterRequest.Load(); h != nil {
+		defer (*h)(st)
 	}
 	req.Node = st.id.node // whatever the client declared: routing and logs use the verified identity
 	if !st.acknowledged(s, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, true) {
@@ -213,6 +327,9 @@ func (s *Server) deltaRequest(key streamKey, req *discoveryv3.DeltaDiscoveryRequ
 	st, err := s.begin(key, req.GetTypeUrl())
 	if err != nil {
 		return err
+	}
+	if h := s.afterRequest.Load(); h != nil {
+		defer (*h)(st)
 	}
 	req.Node = st.id.node // go-control-plane keeps the first request's node for the stream: it is this one
 	st.acknowledged(s, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, false)
@@ -254,15 +371,22 @@ func sameSet(have map[string]struct{}, names []string) bool {
 
 // begin finds the stream a request belongs to and checks its type.
 func (s *Server) begin(key streamKey, typeURL string) (*stream, error) {
-	v, ok := s.live.Load(key)
-	if !ok {
+	st := s.liveStream(key)
+	if st == nil {
 		return nil, status.Error(codes.Internal, "sds: unknown stream")
 	}
 	if typeURL != resource.SecretType {
 		s.m.rejected.WithLabelValues(rejectBadRequest).Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "sds: only %s is served", resource.SecretType)
 	}
-	return v.(*stream), nil
+	return st, nil
+}
+
+// liveStream returns the open stream key names, or nil.
+func (s *Server) liveStream(key streamKey) *stream {
+	s.liveMu.RLock()
+	defer s.liveMu.RUnlock()
+	return s.live[key]
 }
 
 // checkNames enforces the name bounds on a request (total is the stream's
@@ -295,11 +419,10 @@ func (s *Server) checkNames(names []string, total int) error {
 // responded records what a response carried, for the push counter and ACK
 // accounting.
 func (s *Server) responded(key streamKey, nonce string, out []carried) {
-	v, ok := s.live.Load(key)
-	if !ok {
+	st := s.liveStream(key)
+	if st == nil {
 		return
 	}
-	st := v.(*stream)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.nonce = nonce

@@ -17,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/admin"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/sds"
 )
 
 // An assembly is one running tokenbroker. The configuration becomes the
@@ -138,6 +139,7 @@ func newAssembly(log *zap.Logger) *assembly {
 	a.grpc = newGRPCListener(&a.decisions.current, log)
 	a.grpc.services = append(a.grpc.services, func(g *grpc.Server) { a.push.register(g, a.grpc.health) })
 	a.grpc.draining = append(a.grpc.draining, a.push.retire)
+	a.grpc.options = append(a.grpc.options, sds.ServerOptions()...) // stream and keepalive bounds for SDS's long-lived streams
 	a.forwardAuth = newForwardAuthListener(&a.decisions.current, log)
 	a.brokerHTTP = newBrokerListener(a.broker, log)
 
