@@ -47,7 +47,9 @@ fuzz:
 BENCHFLAGS ?= -rounds 6 -duration 5s -concurrency 16
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	-$(GO) run ./bench/rss -n 100000
+	$(GO) build -o bin/tokenbroker-bench ./cmd/tokenbroker
+	-$(GO) run ./bench/rss -bin bin/tokenbroker-bench -n 100000 -token-bytes 64
+	-$(GO) run ./bench/rss -bin bin/tokenbroker-bench -n 100000 -token-bytes 1024
 	bench/install-ghz.sh
 	$(GO) run ./bench/loadcompare $(BENCHFLAGS)
 

@@ -40,12 +40,12 @@ const (
 // that has not reached its own refresh point will do.
 // ctx has the cache's lifetime and the asking Check's trace (see detach).
 func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Source, refresh bool) (any, error) {
-	l2, name := t.opts.L2, s.key.Name
+	l2, name, key := t.opts.L2, s.name, s.key()
 	deadline := time.Now().Add(lockPatience * l2.LockWait())
 	delay := firstPoll
 	contended := false
 	for {
-		tok, ok, err := l2.Load(ctx, s.key)
+		tok, ok, err := l2.Load(ctx, key)
 		if err != nil {
 			return t.mintShared(ctx, s, src, false)
 		}
@@ -55,7 +55,7 @@ func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Sourc
 			}
 			return e, nil
 		}
-		release, held, err := l2.Lock(ctx, s.key)
+		release, held, err := l2.Lock(ctx, key)
 		if err != nil {
 			return t.mintShared(ctx, s, src, false)
 		}
@@ -63,7 +63,7 @@ func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Sourc
 			defer release()
 			// Another replica may have stored its token between our Load and
 			// our Lock (and released the lock): look once more.
-			if tok, ok, err := l2.Load(ctx, s.key); err == nil {
+			if tok, ok, err := l2.Load(ctx, key); err == nil {
 				if e := t.acceptable(s, tok, ok, refresh); e != nil {
 					return e, nil
 				}
@@ -90,24 +90,25 @@ func (t *Tokens) obtainShared(ctx context.Context, s *slot, src credential.Sourc
 
 // acceptable adopts tok from L2 into s when it is good enough: usable now,
 // and for a refresh not yet due for refresh itself. It returns nil otherwise.
-func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *entry {
+func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *credential.Token {
 	if !ok {
 		return nil
 	}
 	now := t.opts.Now()
-	e := t.newEntry(s, tok)
-	if !now.Before(e.until) || refresh && !now.Before(e.refreshAt) {
+	set := t.level()
+	e := t.hold(tok, now)
+	if !now.Before(set.until(e)) || refresh && !now.Before(set.refreshAt(e)) {
 		return nil
 	}
 	s.mu.Lock()
-	if s.cur != nil && s.cur.tok.Expiry.After(tok.Expiry) {
-		e = s.cur // ours is newer (a refresh raced ahead): keep it
+	if cur := s.cur.Load(); cur != nil && cur.Expiry.After(tok.Expiry) {
+		e = cur // ours is newer (a refresh raced ahead): keep it
 	} else {
-		s.cur, s.failures, s.lastErr, s.nextAttempt = e, 0, nil, time.Time{}
+		s.succeeded(e)
 	}
 	s.mu.Unlock()
-	t.store(e, now)
-	t.opts.Logger.Debug("token from shared cache", zap.String("credential", s.key.Name))
+	t.memo.changed()
+	t.opts.Logger.Debug("token from shared cache", zap.String("credential", s.name))
 	return e
 }
 
@@ -119,14 +120,14 @@ func (t *Tokens) mintShared(ctx context.Context, s *slot, src credential.Source,
 	if err != nil {
 		return v, err
 	}
-	e := v.(*entry)
+	e := v.(*credential.Token)
 	if !share {
-		t.pendOffer(e)
+		t.pendOffer(s, e)
 		return v, nil
 	}
-	if err := t.opts.L2.Store(ctx, s.key, e.tok, e.until.Sub(t.opts.Now())); err != nil {
-		t.opts.Logger.Debug("token not shared; offered again later", zap.String("credential", s.key.Name), zap.Error(err))
-		t.pendOffer(e)
+	if err := t.opts.L2.Store(ctx, s.key(), *e, t.level().until(e).Sub(t.opts.Now())); err != nil {
+		t.opts.Logger.Debug("token not shared; offered again later", zap.String("credential", s.name), zap.Error(err))
+		t.pendOffer(s, e)
 	}
 	return v, nil
 }

@@ -28,56 +28,63 @@ type Lease struct {
 // background work. On failure it returns an *UnavailableError, whose RetryAt
 // (when set) says when asking again can help.
 func (t *Tokens) Lease(ctx context.Context, key Key, src credential.Source, fresh bool) (Lease, error) {
-	s := t.slot(key)
+	s := t.pin(key)
+	defer s.unpin()
+	// Push mode keeps this token fresh on its own timers: evicting it would
+	// cost its subscribers a second mint, so a leased slot stays (until Forget).
+	s.lease()
 	mctx := t.detach(ctx) // the cache's lifetime, the caller's trace
-	var last *entry
-	// Two rounds: a fresh Lease that joined a flight which only restored the
+	var last *credential.Token
+	// Two rounds: a fresh Lease that joined a flight which only returned the
 	// old token (a concurrent cold Get) goes once more.
 	for range 2 {
-		if e := t.held(s, fresh); e != nil {
-			return e.lease(), nil
+		if tok := t.held(s, fresh); tok != nil {
+			return t.lease(tok), nil
 		}
 		ch := t.group.DoChan(key.ID, func() (any, error) {
-			if e := t.held(s, fresh); e != nil {
-				t.store(e, t.opts.Now())
-				return e, nil
-			}
-			switch {
-			case !fresh:
-				return t.fill(mctx, s, src)
-			case t.shared(s):
-				return t.obtainShared(mctx, s, src, true)
-			default:
-				return t.mint(mctx, s, src)
-			}
+			return t.flight(key, func(s *slot) (any, error) {
+				if tok := t.held(s, fresh); tok != nil {
+					return tok, nil
+				}
+				switch {
+				case !fresh:
+					return t.fill(mctx, s, src)
+				case t.shared(s):
+					return t.obtainShared(mctx, s, src, true)
+				default:
+					return t.mint(mctx, s, src)
+				}
+			})
 		})
 		select {
 		case r := <-ch:
 			if r.Err != nil {
 				return Lease{}, r.Err
 			}
-			last = r.Val.(*entry)
-			if !fresh || t.opts.Now().Before(last.refreshAt) {
-				return last.lease(), nil
+			last = r.Val.(*credential.Token)
+			if !fresh || t.opts.Now().Before(t.level().refreshAt(last)) {
+				return t.lease(last), nil
 			}
 		case <-ctx.Done():
 			return Lease{}, fmt.Errorf("credential %q: waiting for token: %w", key.Name, ctx.Err())
 		}
 	}
-	return last.lease(), nil // usable, though due for refresh: the caller asks again later
+	return t.lease(last), nil // usable, though due for refresh: the caller asks again later
 }
 
 // held returns the slot's token when it may be handed out now and, with
 // fresh, has not reached its refresh point; otherwise nil.
-func (t *Tokens) held(s *slot, fresh bool) *entry {
+func (t *Tokens) held(s *slot, fresh bool) *credential.Token {
 	now := t.opts.Now()
-	s.mu.Lock()
-	e := s.cur
-	s.mu.Unlock()
-	if e == nil || !now.Before(e.until) || fresh && !now.Before(e.refreshAt) {
+	set := t.level()
+	tok := s.cur.Load()
+	if tok == nil || !now.Before(set.until(tok)) || fresh && !now.Before(set.refreshAt(tok)) {
 		return nil
 	}
-	return e
+	return tok
 }
 
-func (e *entry) lease() Lease { return Lease{Token: e.tok, RefreshAt: e.refreshAt, Until: e.until} }
+func (t *Tokens) lease(tok *credential.Token) Lease {
+	set := t.level()
+	return Lease{Token: *tok, RefreshAt: set.refreshAt(tok), Until: set.until(tok)}
+}

@@ -79,7 +79,7 @@ func TestLeaseTakesATokenABackgroundRefreshAlreadyGot(t *testing.T) {
 	tk := newTokens(t, c, 30*time.Second)
 	src := &source{clock: c, lifetime: time.Hour}
 	first, _ := tk.Lease(context.Background(), key, src, false)
-	tk.Settle() // ristretto applies its Set: the Get below is a hit
+	tk.Settle()
 	c.Advance(first.RefreshAt.Sub(c.Now()))
 	if _, err := tk.Get(context.Background(), key, src); err != nil { // starts the background refresh
 		t.Fatal(err)

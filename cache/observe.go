@@ -43,7 +43,7 @@ func (t *Tokens) refreshTrace(s *slot, trigger trace.SpanContext) (context.Conte
 	if !telemetry.Enabled() {
 		return t.ctx, func() {}
 	}
-	ctx, span := telemetry.StartRefresh(t.ctx, s.key.Name, trigger)
+	ctx, span := telemetry.StartRefresh(t.ctx, s.name, trigger)
 	return ctx, func() { span.End() }
 }
 

@@ -26,14 +26,20 @@ const defaultOfferEvery = time.Second
 // without bound. Tokens past it are shared at their next refresh instead.
 const maxOffers = 10000
 
-// pendOffer queues e, minted without the tier, to be offered to it.
-func (t *Tokens) pendOffer(e *entry) {
+// offered is a token waiting to be offered, with the slot it was minted for.
+type offered struct {
+	s   *slot
+	tok *credential.Token
+}
+
+// pendOffer queues tok, minted for s without the tier, to be offered to it.
+func (t *Tokens) pendOffer(s *slot, tok *credential.Token) {
 	t.offerMu.Lock()
 	defer t.offerMu.Unlock()
-	if _, queued := t.offers[e.slot.key.ID]; !queued && len(t.offers) >= maxOffers {
+	if _, queued := t.offers[s.id]; !queued && len(t.offers) >= maxOffers {
 		return
 	}
-	t.offers[e.slot.key.ID] = e
+	t.offers[s.id] = offered{s, tok}
 	if !t.offering && t.ctx.Err() == nil {
 		t.offering = true
 		t.offerWG.Go(t.offerLoop)
@@ -51,18 +57,18 @@ func (t *Tokens) offerLoop() {
 		case <-tick.C:
 		}
 		t.offerMu.Lock()
-		queued := make([]*entry, 0, len(t.offers))
-		for _, e := range t.offers {
-			queued = append(queued, e)
+		queued := make([]offered, 0, len(t.offers))
+		for _, o := range t.offers {
+			queued = append(queued, o)
 		}
 		t.offerMu.Unlock()
-		for _, e := range queued {
-			if !t.offer(e) {
+		for _, o := range queued {
+			if !t.offer(o) {
 				continue
 			}
 			t.offerMu.Lock()
-			if t.offers[e.slot.key.ID] == e { // not replaced by a newer local mint meanwhile
-				delete(t.offers, e.slot.key.ID)
+			if t.offers[o.s.id] == o { // not replaced by a newer local mint meanwhile
+				delete(t.offers, o.s.id)
 			}
 			t.offerMu.Unlock()
 		}
@@ -76,33 +82,32 @@ func (t *Tokens) offerLoop() {
 	}
 }
 
-// offer tries once to reconcile e with the tier; true means done.
-func (t *Tokens) offer(e *entry) bool {
-	s := e.slot
+// offer tries once to reconcile o with the tier; true means done.
+func (t *Tokens) offer(o offered) bool {
+	s, e := o.s, o.tok
 	now := t.opts.Now()
-	s.mu.Lock()
-	cur := s.cur
-	s.mu.Unlock()
-	if cur != e || !now.Before(e.until) {
+	set := t.level()
+	until := set.until(e)
+	if s.cur.Load() != e || !now.Before(until) {
 		return true // refreshed, adopted or invalidated since, or no longer usable: nothing to offer
 	}
 	keep := func(x credential.Token) bool {
-		if x.Value == e.tok.Value {
+		if x.Value == e.Value {
 			return true
 		}
-		n := t.newEntry(s, x)
-		return now.Before(n.until) && now.Before(n.refreshAt)
+		n := t.hold(x, now)
+		return now.Before(set.until(n)) && now.Before(set.refreshAt(n))
 	}
-	stored, kept, err := t.opts.L2.Offer(t.ctx, s.key, e.tok, e.until.Sub(now), keep)
+	stored, kept, err := t.opts.L2.Offer(t.ctx, s.key(), *e, until.Sub(now), keep)
 	switch {
 	case err != nil:
 		return false // the tier is still away
 	case stored:
-		t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.key.Name))
+		t.opts.Logger.Debug("token minted while the shared cache was away offered to it", zap.String("credential", s.name))
 		return true
 	case kept.Value == "":
 		return false // another replica's offer won the race: take it next round
-	case kept.Value != e.tok.Value:
+	case kept.Value != e.Value:
 		t.adopt(s, e, kept, now)
 	}
 	return true
@@ -110,15 +115,14 @@ func (t *Tokens) offer(e *entry) bool {
 
 // adopt replaces e, this replica's own token in s, by the fleet's tok,
 // unless s has moved on since (a refresh or an invalidation).
-func (t *Tokens) adopt(s *slot, e *entry, tok credential.Token, now time.Time) {
-	n := t.newEntry(s, tok)
+func (t *Tokens) adopt(s *slot, e *credential.Token, tok credential.Token, now time.Time) {
+	n := t.hold(tok, now)
 	s.mu.Lock()
-	if s.cur != e {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.cur.Load() != e {
 		return
 	}
-	s.cur = n
-	s.mu.Unlock()
-	t.store(n, now)
-	t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.key.Name))
+	s.cur.Store(n)
+	t.memo.changed()
+	t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.name))
 }

@@ -134,9 +134,9 @@ func TestOffersBounded(t *testing.T) {
 	}
 	defer tk.Close()
 	for i := range maxOffers + 10 {
-		s := tk.slot(Key{ID: fmt.Sprint("id-", i), Name: "flood"})
-		e := tk.newEntry(s, credential.Token{Value: fmt.Sprint("t", i), Expiry: c.Now().Add(time.Hour)})
-		tk.pendOffer(e)
+		s := tk.pin(Key{ID: fmt.Sprint("id-", i), Name: "flood"})
+		s.unpin()
+		tk.pendOffer(s, tk.hold(credential.Token{Value: fmt.Sprint("t", i), Expiry: c.Now().Add(time.Hour)}, c.Now()))
 	}
 	tk.offerMu.Lock()
 	n := len(tk.offers)

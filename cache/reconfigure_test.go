@@ -76,10 +76,10 @@ func TestReconfigureRefreshAheadAppliesToNextLookup(t *testing.T) {
 	}
 }
 
-// TestReconfigureMaxTokensRebuildsL1WithoutMinting: under concurrent
-// lookups of many keys, max_tokens changes several times; L1 is rebuilt at
-// the new size and no key is minted twice.
-func TestReconfigureMaxTokensRebuildsL1WithoutMinting(t *testing.T) {
+// TestReconfigureMaxTokensWithoutMinting: under concurrent lookups of many
+// keys, max_tokens changes several times; while it holds every key, no key
+// is minted twice, and a smaller one evicts down to it at once.
+func TestReconfigureMaxTokensWithoutMinting(t *testing.T) {
 	c := newClock()
 	tk := newTokens(t, c, 30*time.Second)
 	src := &source{clock: c, lifetime: time.Hour}
@@ -107,15 +107,15 @@ func TestReconfigureMaxTokensRebuildsL1WithoutMinting(t *testing.T) {
 			}
 		})
 	}
-	for _, n := range []int64{50, 5000, 10, 1000} {
+	for _, n := range []int64{200, 5000, 250, 1000} {
 		for range 50 { // let lookups run against each size
 			<-progress
 		}
 		if err := tk.Reconfigure(Settings{MaxTokens: n, ExpiryMargin: 30 * time.Second, RefreshAhead: 0.2}); err != nil {
 			t.Fatal(err)
 		}
-		if got := tk.level().store.MaxCost(); got != n {
-			t.Fatalf("L1 holds up to %d tokens, want %d", got, n)
+		if got := tk.slots.total.Load(); got > n {
+			t.Fatalf("%d keys held, over max_tokens %d", got, n)
 		}
 	}
 	wg.Wait()
@@ -123,9 +123,26 @@ func TestReconfigureMaxTokensRebuildsL1WithoutMinting(t *testing.T) {
 		t.Fatalf("%d lookups failed", failed.Load())
 	}
 	if got := src.calls.Load(); got != int64(len(keys)) {
-		t.Fatalf("%d mints for %d keys: resizing L1 minted again", got, len(keys))
+		t.Fatalf("%d mints for %d keys: resizing minted again", got, len(keys))
 	}
 	if s := tk.Settings(); s.MaxTokens != 1000 {
 		t.Fatalf("Settings() = %+v", s)
+	}
+
+	// Smaller than the keys held: evicted down to it at once; the keys kept
+	// are still served without a mint.
+	if err := tk.Reconfigure(Settings{MaxTokens: 50, ExpiryMargin: 30 * time.Second, RefreshAhead: 0.2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tk.slots.total.Load(); got != 50 {
+		t.Fatalf("%d keys held after max_tokens 50", got)
+	}
+	for _, st := range tk.Snapshot() {
+		if _, err := tk.Get(ctx, st.Key, src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := src.calls.Load(); got != int64(len(keys)) {
+		t.Fatalf("a key kept after shrinking minted again: %d mints", got)
 	}
 }

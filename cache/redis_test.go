@@ -446,7 +446,7 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 
 	r.Kill()
 	for range 50 {
-		tk.Settle() // ristretto applies Sets later: a pending Set would undo the Invalidate
+		tk.Settle() // no background refresh may undo the Invalidate
 		tk.Invalidate(key)
 		if _, err := tk.Get(context.Background(), key, src); err != nil {
 			t.Fatal(err)

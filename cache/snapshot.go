@@ -5,8 +5,6 @@ import (
 	"sort"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/tokenbroker/tokenbroker/credential"
 )
 
@@ -33,24 +31,13 @@ type SlotState struct {
 
 // Snapshot returns the state of every key, sorted by name then ID.
 func (t *Tokens) Snapshot() []SlotState {
-	var out []SlotState
-	t.slots.Range(func(_, v any) bool {
-		s := v.(*slot)
-		st := SlotState{Key: s.key, Refreshing: s.refreshing.Load(), Hits: s.hits.value(), Misses: s.misses.value()}
-		s.mu.Lock()
-		if s.cur != nil {
-			st.HasToken, st.Expiry, st.Until = true, s.cur.tok.Expiry, s.cur.until
-		}
-		st.Failures, st.NextAttempt = s.failures, s.nextAttempt
-		st.LastMint, st.LastLatency = s.lastMint, s.lastLatency
-		st.LastFailure, st.LastFailureAt = s.lastFailure.text, s.lastFailure.at
-		if s.lastErr != nil {
-			st.LastError = s.lastErr.Error()
-		}
-		s.mu.Unlock()
-		out = append(out, st)
-		return true
-	})
+	var slots []*slot
+	t.slots.each(func(s *slot) { slots = append(slots, s) })
+	set := t.level()
+	out := make([]SlotState, 0, len(slots))
+	for _, s := range slots {
+		out = append(out, stateOf(s, set))
+	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Key.Name != out[j].Key.Name {
 			return out[i].Key.Name < out[j].Key.Name
@@ -60,21 +47,39 @@ func (t *Tokens) Snapshot() []SlotState {
 	return out
 }
 
+// stateOf is s's state under the settings set.
+func stateOf(s *slot, set *Settings) SlotState {
+	st := SlotState{Key: s.key(), Refreshing: s.refreshing(), Hits: s.hits.Load(), Misses: uint64(s.misses.Load())}
+	if cur := s.cur.Load(); cur != nil {
+		st.HasToken, st.Expiry, st.Until = true, cur.Expiry, set.until(cur)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastMint != 0 {
+		st.LastMint, st.LastLatency = time.Unix(0, s.lastMint).UTC(), time.Duration(s.latency)*time.Microsecond
+	}
+	if tr := s.trouble; tr != nil {
+		st.Failures, st.NextAttempt = tr.failures, tr.nextAttempt
+		st.LastFailure, st.LastFailureAt = tr.lastFailure.text, tr.lastFailure.at
+		if tr.lastErr != nil {
+			st.LastError = tr.lastErr.Error()
+		}
+	}
+	return st
+}
+
 // Peek returns key's token if one may be handed out now, without minting,
 // refreshing or counting a lookup.
 func (t *Tokens) Peek(key Key) (credential.Token, bool) {
-	v, ok := t.slots.Load(key.ID)
-	if !ok {
+	s := t.slots.get(key.ID)
+	if s == nil {
 		return credential.Token{}, false
 	}
-	s := v.(*slot)
-	s.mu.Lock()
-	cur := s.cur
-	s.mu.Unlock()
-	if cur == nil || !t.opts.Now().Before(cur.until) {
+	cur := s.cur.Load()
+	if cur == nil || !t.opts.Now().Before(t.level().until(cur)) {
 		return credential.Token{}, false
 	}
-	return cur.tok, true
+	return *cur, true
 }
 
 // CredentialLabel is the metric label value for a credential (or broker
@@ -89,17 +94,6 @@ func (t *Tokens) Now() time.Time { return t.opts.Now() }
 // ExpiryMargin is how long before its expiry a token stops being handed out.
 func (t *Tokens) ExpiryMargin() time.Duration { return t.level().ExpiryMargin }
 
-func (c counter) value() uint64 {
-	if c.c == nil {
-		return 0
-	}
-	var m dto.Metric
-	if c.c.Write(&m) != nil || m.Counter == nil {
-		return 0
-	}
-	return uint64(m.Counter.GetValue())
-}
-
 // Lookup returns key's token if one may be handed out now: this process's,
 // or else the fleet's from the shared tier. It never mints, never takes the
 // fleet lock and keeps nothing: a caller that has not proven it may use the
@@ -109,7 +103,7 @@ func (t *Tokens) Lookup(ctx context.Context, key Key) (credential.Token, bool) {
 		return tok, ok
 	}
 	tok, ok, err := t.opts.L2.Load(ctx, key)
-	if err != nil || !ok || !t.opts.Now().Before(tok.Expiry.Add(-t.opts.ExpiryMargin)) {
+	if err != nil || !ok || !t.opts.Now().Before(tok.Expiry.Add(-t.ExpiryMargin())) {
 		return credential.Token{}, false
 	}
 	return tok, true

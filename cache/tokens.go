@@ -2,16 +2,19 @@
 // one exactly once per lifetime.
 //
 // It knows tokens and time, not OAuth: a credential.Source does the minting.
-// The hit path is a ristretto lookup and a clock read. Everything a miss or a
-// refresh needs to remember (the last good token, back-off after failures, a
-// refresh in flight) lives in a per-key slot outside ristretto, because
-// ristretto may drop a Set and a dropped Set must never cause a re-mint.
+// Each key has one slot in one table (slots.go), holding the current token,
+// the hit counter and what a miss or a refresh needs to remember (back-off
+// after failures, a refresh in flight). A hit is one map lookup, an atomic
+// load and a clock compare, at any number of keys. cache.max_tokens bounds
+// the slots; eviction takes idle keys only, never one with a mint in flight
+// or leased by push mode, so a token is still minted once per lifetime.
 package cache
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -81,47 +84,22 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // Tokens is the in-process token cache (L1). It is safe for concurrent use.
 type Tokens struct {
-	opts  Options
-	l1mu  sync.RWMutex // guards l1: Reconfigure replaces it, and closes the ristretto it held
-	l1    *level1
-	group singleflight.Group
-	slots sync.Map // Key.ID -> *slot
+	opts     Options
+	settings atomic.Pointer[Settings] // Reconfigure replaces it; deadlines are computed from it at every lookup
+	slots    table
+	group    singleflight.Group
 
 	ctx    context.Context // cancelled by Close; parent of background refreshes
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 	mints  mintCounts // for the status chart (observe.go)
 
-	offerMu  sync.Mutex        // guards offers and offering
-	offers   map[string]*entry // by Key.ID: minted while L2 was away, to be offered (offer.go)
-	offering bool              // the offer loop runs
+	memo labelMemo // per-label lookups and soonest expiry for scrapes (summary.go)
+
+	offerMu  sync.Mutex         // guards offers and offering
+	offers   map[string]offered // by Key.ID: minted while L2 was away, to be offered (offer.go)
+	offering bool               // the offer loop runs
 	offerWG  sync.WaitGroup
-}
-
-// entry is what ristretto holds: an immutable token with its deadlines.
-type entry struct {
-	tok       credential.Token
-	refreshAt time.Time // start a background refresh from here
-	until     time.Time // last instant the token may be handed out (expiry − margin)
-	slot      *slot
-	l1        *level1 // whose settings gave refreshAt and until
-}
-
-// slot is the per-key bookkeeping kept outside ristretto.
-type slot struct {
-	key        Key
-	refreshing atomic.Bool
-	hits       counter
-	misses     counter
-
-	mu          sync.Mutex // guards the fields below
-	cur         *entry     // last good token, survives a dropped or evicted ristretto Set
-	failures    int        // consecutive failed mints
-	nextAttempt time.Time  // no mint before this instant
-	lastErr     error
-	lastMint    time.Time
-	lastLatency time.Duration
-	lastFailure failure // the latest failed mint, kept after a success (status page)
 }
 
 // New builds a cache. Call Close to stop background refreshes.
@@ -148,12 +126,10 @@ func New(opts Options) (*Tokens, error) {
 		opts.OfferEvery = defaultOfferEvery
 	}
 	set := Settings{MaxTokens: opts.MaxTokens, ExpiryMargin: opts.ExpiryMargin, RefreshAhead: opts.RefreshAhead}.withDefaults()
-	store, err := newStore(set.MaxTokens)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tokens{opts: opts, l1: &level1{Settings: set, store: store}, ctx: ctx, cancel: cancel, offers: make(map[string]*entry)}
+	t := &Tokens{opts: opts, ctx: ctx, cancel: cancel, offers: make(map[string]offered)}
+	t.settings.Store(&set)
+	t.slots.init()
 	opts.Meter.watch(t)
 	return t, nil
 }
@@ -166,19 +142,11 @@ func (t *Tokens) Close() {
 	t.offerMu.Unlock()
 	t.offerWG.Wait()
 	t.opts.Meter.unwatch(t)
-	t.l1mu.Lock()
-	defer t.l1mu.Unlock()
-	t.l1.store.Close()
 }
 
-// Settle waits until no background refresh is running and every pending
-// ristretto write is applied. Tests use it instead of sleeping.
-func (t *Tokens) Settle() {
-	t.bg.Wait()
-	t.l1mu.RLock()
-	defer t.l1mu.RUnlock()
-	t.l1.store.Wait()
-}
+// Settle waits until no background refresh is running. Tests use it instead
+// of sleeping.
+func (t *Tokens) Settle() { t.bg.Wait() }
 
 // Get returns a valid token for key, minting it from src only when no usable
 // token is cached. Concurrent callers for one key share a single mint. When
@@ -186,31 +154,39 @@ func (t *Tokens) Settle() {
 // background. Get never returns a token within ExpiryMargin of its expiry.
 func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (credential.Token, error) {
 	now := t.opts.Now()
-	if e, ok := t.lookup(key.ID); ok && now.Before(e.until) {
-		e.slot.hits.inc()
-		outcome := telemetry.CacheHit
-		if !now.Before(e.refreshAt) && t.refreshInBackground(ctx, e.slot, src, now) {
-			outcome = telemetry.CacheRefresh
+	set := t.level()
+	if s := t.slots.get(key.ID); s != nil {
+		if tok := s.cur.Load(); tok != nil && now.Before(set.until(tok)) {
+			s.hits.Add(1)
+			t.memo.looked()
+			outcome := telemetry.CacheHit
+			if !now.Before(set.refreshAt(tok)) && t.refreshInBackground(ctx, s, src, now) {
+				outcome = telemetry.CacheRefresh
+			}
+			telemetry.NoteCache(ctx, outcome)
+			return *tok, nil
 		}
-		telemetry.NoteCache(ctx, outcome)
-		return e.tok, nil
 	}
-	s := t.slot(key)
-	s.misses.inc()
+	s := t.pin(key)
+	defer s.unpin()
+	s.misses.Add(1)
+	t.memo.changed()
 	telemetry.NoteCache(ctx, telemetry.CacheMiss)
 	mctx := t.detach(ctx) // observe.go: the cache's lifetime, the caller's trace
-	ch := t.group.DoChan(key.ID, func() (any, error) { return t.fill(mctx, s, src) })
+	ch := t.group.DoChan(key.ID, func() (any, error) {
+		return t.flight(key, func(s *slot) (any, error) { return t.fill(mctx, s, src) })
+	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
 			return credential.Token{}, r.Err
 		}
-		e := r.Val.(*entry)
-		if !now.Before(e.refreshAt) {
-			// Restored from its slot (a dropped Set, new settings) already due.
-			t.refreshInBackground(ctx, e.slot, src, now)
+		tok := r.Val.(*credential.Token)
+		if !now.Before(t.level().refreshAt(tok)) {
+			// Held already due (new settings, a race with a refresh).
+			t.refreshInBackground(ctx, s, src, now)
 		}
-		return e.tok, nil
+		return *tok, nil
 	case <-ctx.Done():
 		return credential.Token{}, fmt.Errorf("credential %q: waiting for token: %w", key.Name, ctx.Err())
 	}
@@ -218,37 +194,62 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 
 // Invalidate forgets key's token so the next Get mints a new one.
 func (t *Tokens) Invalidate(key Key) {
-	t.drop(key.ID)
-	if v, ok := t.slots.Load(key.ID); ok {
-		s := v.(*slot)
+	if s := t.slots.get(key.ID); s != nil {
 		s.mu.Lock()
-		s.cur = nil
+		s.cur.Store(nil)
 		s.mu.Unlock()
+		t.memo.changed()
 	}
 }
 
 // Forget drops key entirely: its token and its bookkeeping (a removed credential).
 func (t *Tokens) Forget(key Key) {
-	t.drop(key.ID)
-	t.slots.Delete(key.ID)
-}
-
-func (t *Tokens) slot(key Key) *slot {
-	if v, ok := t.slots.Load(key.ID); ok {
-		return v.(*slot)
+	if s := t.slots.remove(key.ID); s != nil {
+		t.retire(s)
 	}
-	v, _ := t.slots.LoadOrStore(key.ID, t.opts.Meter.newSlot(key))
-	return v.(*slot)
 }
 
-// fill runs once per key at a time (single-flight): it restores the slot's
-// token when ristretto lost it, or mints a new one.
-func (t *Tokens) fill(ctx context.Context, s *slot, src credential.Source) (any, error) {
+// retire keeps the lookups of s, leaving the table, in its label's totals;
+// the scrape memo must be rebuilt, or s would count twice.
+func (t *Tokens) retire(s *slot) {
+	t.opts.Meter.retire(s)
+	t.memo.changed()
+}
+
+// pin returns key's slot pinned (see slot.pins), making it if needed and
+// then evicting down to MaxTokens. The caller unpins it.
+func (t *Tokens) pin(key Key) *slot {
+	s, inserted := t.slots.pin(key, t.opts.Meter.newSlot)
+	if inserted {
+		t.bound(key.ID)
+	}
+	return s
+}
+
+// bound evicts idle keys until MaxTokens remain.
+func (t *Tokens) bound(id string) {
+	set := t.level()
 	now := t.opts.Now()
-	cur := t.renew(s)
-	if cur != nil && now.Before(cur.until) {
-		t.store(cur, now)
-		return cur, nil
+	t.slots.bound(set.MaxTokens, id,
+		func(tok *credential.Token) bool { return now.Before(set.until(tok)) },
+		t.retire)
+}
+
+// flight runs f, the body of a single-flight for key, on key's slot pinned
+// for its whole run: the flight outlives the callers that wait on it, and
+// its slot must not be evicted under it, or the token it mints would land
+// in a slot nobody finds and the next lookup would mint again.
+func (t *Tokens) flight(key Key, f func(*slot) (any, error)) (any, error) {
+	s := t.pin(key)
+	defer s.unpin()
+	return f(s)
+}
+
+// fill runs once per key at a time (single-flight): it returns the slot's
+// token when one is usable (a lookup that raced a mint), or mints a new one.
+func (t *Tokens) fill(ctx context.Context, s *slot, src credential.Source) (any, error) {
+	if tok := s.cur.Load(); tok != nil && t.opts.Now().Before(t.level().until(tok)) {
+		return tok, nil
 	}
 	if t.shared(s) {
 		return t.obtainShared(ctx, s, src, false)
@@ -257,31 +258,34 @@ func (t *Tokens) fill(ctx context.Context, s *slot, src credential.Source) (any,
 }
 
 // shared reports whether s's token goes through the fleet's shared tier.
-func (t *Tokens) shared(s *slot) bool { return t.opts.L2 != nil && !s.key.Local }
+func (t *Tokens) shared(s *slot) bool { return t.opts.L2 != nil && !s.local }
 
 // refreshInBackground starts one refresh for s unless one is running or the
 // last failure asked us to wait, and reports whether it did.
 func (t *Tokens) refreshInBackground(ctx context.Context, s *slot, src credential.Source, now time.Time) bool {
-	if !s.refreshing.CompareAndSwap(false, true) {
+	if !s.startRefresh() {
 		return false
 	}
 	s.mu.Lock()
-	waiting := now.Before(s.nextAttempt)
+	waiting := now.Before(s.backoffUntil())
 	s.mu.Unlock()
-	if waiting || t.ctx.Err() != nil {
-		s.refreshing.Store(false)
+	// An evicted slot (tryPin fails) is not refreshed: its token is still
+	// valid for this lookup, and the next one mints into a new slot.
+	if waiting || t.ctx.Err() != nil || !s.tryPin() {
+		s.endRefresh()
 		return false
 	}
 	trigger := triggeredBy(ctx) // observe.go
 	t.bg.Add(1)
 	go func() {
 		defer t.bg.Done()
-		defer s.refreshing.Store(false)
+		defer s.unpin()
+		defer s.endRefresh()
 		ctx, end := t.refreshTrace(s, trigger) // its own trace, linked to the Check
 		defer end()
 		// Joining the single-flight means a concurrent foreground miss and this
 		// refresh share one mint.
-		_, _, _ = t.group.Do(s.key.ID, func() (any, error) {
+		_, _, _ = t.group.Do(s.id, func() (any, error) {
 			if t.shared(s) {
 				return t.obtainShared(ctx, s, src, true)
 			}
@@ -297,24 +301,27 @@ func (t *Tokens) refreshInBackground(ctx context.Context, s *slot, src credentia
 func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any, error) {
 	now := t.opts.Now()
 	s.mu.Lock()
-	attempt := s.failures + 1
-	if now.Before(s.nextAttempt) {
-		err := &UnavailableError{Name: s.key.Name, RetryAt: s.nextAttempt, Err: fmt.Errorf("%w: %v", ErrBackoff, s.lastErr)}
-		s.mu.Unlock()
-		t.opts.Meter.mintSkipped(s.key.Name)
-		return nil, err
+	attempt := 1
+	if tr := s.trouble; tr != nil {
+		attempt = tr.failures + 1
+		if now.Before(tr.nextAttempt) {
+			err := &UnavailableError{Name: s.name, RetryAt: tr.nextAttempt, Err: fmt.Errorf("%w: %v", ErrBackoff, tr.lastErr)}
+			s.mu.Unlock()
+			t.opts.Meter.mintSkipped(s.name)
+			return nil, err
+		}
 	}
 	s.mu.Unlock()
 	if t.opts.MayMint != nil {
-		if err := t.opts.MayMint(s.key); err != nil {
-			t.opts.Meter.mintSkipped(s.key.Name)
-			return nil, &UnavailableError{Name: s.key.Name, Err: err}
+		if err := t.opts.MayMint(s.key()); err != nil {
+			t.opts.Meter.mintSkipped(s.name)
+			return nil, &UnavailableError{Name: s.name, Err: err}
 		}
 	}
 
 	// Detached from any one caller: the mint is shared by every waiter, so one
 	// impatient caller must not cancel it for the rest. The source bounds it.
-	ctx, span := t.startMint(ctx, s.key.Name, attempt) // observe.go
+	ctx, span := t.startMint(ctx, s.name, attempt) // observe.go
 	start := time.Now()
 	tok, err := src.Token(ctx)
 	latency := time.Since(start)
@@ -322,35 +329,40 @@ func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any,
 	if err == nil {
 		err = t.usable(tok, now)
 	}
-	t.opts.Meter.minted(s.key.Name, err, latency)
+	t.opts.Meter.minted(s.name, err, latency)
 	t.mints.count(err)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		s.failures++
-		s.lastErr = err
-		s.lastFailure = failure{err.Error(), now}
-		s.nextAttempt = now.Add(t.backoff(s.failures, err))
-		endMint(span, err, latency, s.nextAttempt.Sub(now))
+		tr := s.trouble
+		if tr == nil {
+			tr = &trouble{}
+			s.trouble = tr
+		}
+		tr.failures++
+		tr.lastErr = err
+		tr.lastFailure = failure{err.Error(), now}
+		tr.nextAttempt = now.Add(t.backoff(tr.failures, err))
+		endMint(span, err, latency, tr.nextAttempt.Sub(now))
 		t.opts.Logger.Warn("mint failed",
-			zap.String("credential", s.key.Name),
+			zap.String("credential", s.name),
 			zap.Error(err),
-			zap.Int("consecutive_failures", s.failures),
-			zap.Time("next_attempt", s.nextAttempt))
+			zap.Int("consecutive_failures", tr.failures),
+			zap.Time("next_attempt", tr.nextAttempt))
 		// A still-valid older token keeps being served by the hit path.
-		return nil, &UnavailableError{Name: s.key.Name, RetryAt: s.nextAttempt, Err: err}
+		return nil, &UnavailableError{Name: s.name, RetryAt: tr.nextAttempt, Err: err}
 	}
 	endMint(span, nil, latency, 0)
-	e := t.newEntry(s, tok)
-	s.cur, s.failures, s.lastErr, s.nextAttempt = e, 0, nil, time.Time{}
-	s.lastMint, s.lastLatency = now, latency
-	t.store(e, now)
+	held := t.hold(tok, now)
+	s.succeeded(held)
+	t.memo.changed()
+	s.lastMint, s.latency = now.UnixNano(), uint32(min(latency/time.Microsecond, math.MaxUint32))
 	t.opts.Logger.Info("minted token",
-		zap.String("credential", s.key.Name),
+		zap.String("credential", s.name),
 		zap.Duration("lifetime", tok.Lifetime()),
 		zap.Duration("latency", latency))
-	return e, nil
+	return held, nil
 }
 
 // usable rejects a token that could never be handed out under the margin,
@@ -362,29 +374,16 @@ func (t *Tokens) usable(tok credential.Token, now time.Time) error {
 	return nil
 }
 
-func (t *Tokens) newEntry(s *slot, tok credential.Token) *entry {
-	l1 := t.level()
-	until := tok.Expiry.Add(-l1.ExpiryMargin)
-	start := tok.Issued
-	if start.IsZero() || start.After(until) {
-		start = t.opts.Now()
+// hold is the copy of tok a slot keeps. Its refresh point is measured from
+// Issued, so a token that does not say when it was issued (or says a time
+// past its usable end) counts as issued now.
+func (t *Tokens) hold(tok credential.Token, now time.Time) *credential.Token {
+	h := new(credential.Token)
+	*h = tok
+	if h.Issued.IsZero() || h.Issued.After(t.level().until(h)) {
+		h.Issued = now
 	}
-	window := until.Sub(start)
-	refreshAt := start.Add(window - time.Duration(float64(window)*l1.RefreshAhead))
-	return &entry{tok: tok, refreshAt: refreshAt, until: until, slot: s, l1: l1}
-}
-
-// store puts e in ristretto with a TTL ending at its usable deadline. A
-// dropped Set is harmless: the slot still holds e. So is an e made under
-// settings Reconfigure has since replaced, which is not stored at all.
-func (t *Tokens) store(e *entry, now time.Time) {
-	if ttl := e.until.Sub(now); ttl > 0 {
-		t.l1mu.RLock()
-		defer t.l1mu.RUnlock()
-		if e.l1 == t.l1 {
-			t.l1.store.SetWithTTL(e.slot.key.ID, e, 1, ttl)
-		}
-	}
+	return h
 }
 
 // backoff is a jittered exponential delay, or the IdP's Retry-After when longer.

@@ -264,25 +264,6 @@ func TestTokenShorterThanMarginIsAFailureNotAStorm(t *testing.T) {
 	}
 }
 
-func TestDroppedSetDoesNotRemint(t *testing.T) {
-	c := newClock()
-	tk := newTokens(t, c, 0)
-	src := &source{clock: c, lifetime: time.Hour}
-	if _, err := tk.Get(context.Background(), key, src); err != nil {
-		t.Fatal(err)
-	}
-	tk.Settle()
-	tk.drop(key.ID) // what a dropped or evicted Set looks like
-	tk.Settle()
-	tok, err := tk.Get(context.Background(), key, src)
-	if err != nil || tok.Value != "token-1" {
-		t.Fatalf("%q %v", tok.Value, err)
-	}
-	if got := src.calls.Load(); got != 1 {
-		t.Fatalf("mints = %d, want 1", got)
-	}
-}
-
 func TestInvalidateMintsAgain(t *testing.T) {
 	c := newClock()
 	tk := newTokens(t, c, 0)

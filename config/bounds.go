@@ -93,8 +93,9 @@ const (
 // Sizes and counts.
 const (
 	// maxConfigFile bounds the configuration file Load reads, so a path
-	// such as /dev/zero fails instead of exhausting memory.
-	maxConfigFile = 16 << 20
+	// such as /dev/zero fails instead of exhausting memory. 100,000
+	// credentials with one route each are about 20 MB of YAML.
+	maxConfigFile = 48 << 20
 
 	// maxScalar bounds every value in the file after ${VAR} expansion: a
 	// secret, a URL and a scope are all far shorter, and a 10 MB
@@ -114,8 +115,10 @@ const (
 	// Entries of the lists and mappings in the file. The file is the
 	// operator's, but each entry costs memory for the life of the process
 	// and work at every reload; these are far above any real configuration.
-	maxCredentials = 10_000
-	maxRoutes      = 10_000
+	// 100,000 credentials and routes is a supported size (BENCHMARKS.md
+	// "Memory: 100k cached credentials"), and what the cache holds by default.
+	maxCredentials = 100_000
+	maxRoutes      = 100_000
 	maxUpstreams   = 1_000
 	maxListEntries = 1_000 // every other list or mapping: scopes, params, allowed_sources, addrs, …
 )

@@ -174,15 +174,15 @@ func TestSizeAndCountBounds(t *testing.T) {
 		{"static value not UTF-8", "", static("'${TB_NOT_UTF8}'", "{token}"), "tb.yaml:4: credentials.k.value: not valid UTF-8"},
 		{"format control character", "", cred + "    format: \"Bearer {token}\\r\\nX-Injected: 1\"\n",
 			"tb.yaml:6: credentials.a.format: holds a control character (byte 14): not a valid header value"},
-		// The top-level counts only past the bound: parsing 10,000 entries
+		// The top-level counts only past the bound: parsing 100,000 entries
 		// twice costs seconds under -race, and "a list" and "a mapping" show
 		// the same check accepting its edge.
 		{"key", "credentials:\n  " + strings.Repeat("k", maxKey) + ": {type: static, value: v}\n", "credentials:\n  ? " + strings.Repeat("k", maxKey+1) + "\n  : {type: static, value: v}\n", // an explicit key: YAML caps implicit ones at 1024
 			"tb.yaml:2: credentials: a key is longer than 1024 bytes"},
 		{"credentials", "", entries("credentials:\n", "  c%d: {type: static, value: v}\n", maxCredentials+1),
-			"tb.yaml:2: credentials: more than 10000 entries"},
+			"tb.yaml:2: credentials: more than 100000 entries"},
 		{"routes", "", cred + entries("routes:\n", "  - {host: h%d.example.com, credential: a}\n", maxRoutes+1),
-			"tb.yaml:7: routes: more than 10000 entries"},
+			"tb.yaml:7: routes: more than 100000 entries"},
 		{"broker upstreams", entries("broker:\n  upstreams:\n", "    - {token_url: https://i%d/t}\n", maxUpstreams), entries("broker:\n  upstreams:\n", "    - {token_url: https://i%d/t}\n", maxUpstreams+1),
 			"tb.yaml:3: broker.upstreams: more than 1000 entries"},
 		{"a list", cred + entries("    scopes:\n", "      - s%d\n", maxListEntries), cred + entries("    scopes:\n", "      - s%d\n", maxListEntries+1),
@@ -220,12 +220,12 @@ func TestConfigFileBound(t *testing.T) {
 		}
 		return p
 	}
-	// Read, not parsed: parsing 16 MiB of YAML takes a minute under -race.
+	// Read, not parsed: parsing 48 MiB of YAML takes a minute under -race.
 	if b, err := readLimited(write("ok.yaml", maxConfigFile), maxConfigFile); err != nil || len(b) != maxConfigFile {
 		t.Errorf("a file at the bound: %d bytes, %v", len(b), err)
 	}
 	big := write("big.yaml", maxConfigFile+1)
-	if _, err := Load(big); err == nil || err.Error() != "config: "+big+": larger than 16384 KiB" {
+	if _, err := Load(big); err == nil || err.Error() != "config: "+big+": larger than 49152 KiB" {
 		t.Errorf("a file past the bound: %v", err)
 	}
 }

@@ -3,8 +3,10 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -29,11 +31,16 @@ func FuzzParse(f *testing.F) {
 		"listen: {grpc: '', admin: ':0'}\ncache: {max_tokens: 0x10, expiry_margin: 1m, refresh_ahead: .5}\nshutdown: {delay: 1s, drain: 2s}\n",
 		"a: &a [x, x]\nb: &b [*a, *a]\n",
 		"credentials:\n  a: {client_secret_file: '${FUZZ_SECRET}', client_secret: $${x}}\n",
+		"routes:\n- {host: a, credential: x}\n- host: b\n  credential: y\ncredentials:\n  x: {token_url: https://i/t, client_id: a, client_secret: b}\n",
+		"credentials:\n  ? a\n  : {type: static, value: v}\n",
+		"# lead\n\nlisten: {grpc: x}\ncredentials:\n  a: {type: static, value: v}\ncache: {max_tokens: -1}\n",
+		"credentials: # c\n  x:\n    token_url: https://i/t\n    client_id: a\n\n# gap\n  y: {type: static, value: v}\nroutes:\n  - host: h\n    credential: x\n    methods: [get]\n",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
+		sameAsWhole(t, "fuzz.yaml", data, cfg, err)
 		if err != nil {
 			checkErrors(t, err, !bytes.Contains(data, []byte(fuzzSecret)))
 			return
@@ -73,9 +80,13 @@ func checkConfig(t *testing.T, c *Config) {
 	for _, name := range slices.Sorted(maps.Keys(c.Credentials)) {
 		cr := c.Credentials[name]
 		ok(cr != nil && cr.Name == name && validName(name), "credential %q", name)
-		ok(cr.ClientSecret != "" && len(cr.Identity()) == 64, "credential %q secret or identity", name)
-		ok(cr.Timeout > 0 && cr.DefaultLifetime > 0 && strings.Contains(cr.Format, "{token}") && token(cr.Header),
-			"credential %q settings", name)
+		ok(len(cr.Identity()) == 64 && strings.Contains(cr.Format, "{token}") && token(cr.Header), "credential %q identity or header", name)
+		if cr.Type == "static" {
+			ok(cr.Value != "" || cr.ValueFile != "", "credential %q static value", name)
+			continue
+		}
+		ok(cr.ClientSecret != "", "credential %q secret", name)
+		ok(cr.Timeout > 0 && cr.DefaultLifetime > 0, "credential %q settings", name)
 		ok(cr.Type == "client_credentials" && httpURL(cr.TokenURL) && cr.ClientID != "", "credential %q source", name)
 	}
 	for i, r := range c.Routes {
@@ -93,4 +104,24 @@ func checkConfig(t *testing.T, c *Config) {
 	// Validation is idempotent: a loaded config passes it again.
 	d.validate(c)
 	ok(len(d.errs) == 0, "revalidation: %v", d.errs)
+}
+
+// sameAsWhole checks that Parse, which may parse the big sections in
+// slices (stream.go), gives what parsing the file whole gives: the same
+// configuration, or the same errors.
+func sameAsWhole(t *testing.T, file string, data []byte, cfg *Config, err error) {
+	t.Helper()
+	whole, werr := parse(file, data, false)
+	if fmt.Sprint(err) != fmt.Sprint(werr) {
+		t.Fatalf("streamed and whole parse differ:\nstreamed: %.1000v\nwhole:    %.1000v", err, werr)
+	}
+	if reflect.DeepEqual(cfg, whole) {
+		return
+	}
+	a, b := reflect.ValueOf(cfg).Elem(), reflect.ValueOf(whole).Elem()
+	for i := range a.NumField() {
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			t.Fatalf("streamed and whole parse differ in %s", a.Type().Field(i).Name)
+		}
+	}
 }

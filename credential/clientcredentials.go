@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -216,20 +217,24 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 			hc = defaultClient()
 		}
 	}
+	// The token URL, its host and the fixed form are usually the same for
+	// thousands of credentials of one IdP: one shared copy of each
+	// (unique.Make) instead of one per credential.
+	tokenURL := unique.Make(u.String()).Value()
 	return &ClientCredentials{
 		name:         c.Name,
-		tokenURL:     u.String(),
-		host:         u.Host,
+		tokenURL:     tokenURL,
+		host:         unique.Make(u.Host).Value(),
 		clientID:     c.ClientID,
 		secret:       secret,
 		secretFile:   c.ClientSecretFile,
 		auth:         auth,
 		basic:        basic,
-		form:         form.Encode(),
+		form:         unique.Make(form.Encode()).Value(),
 		timeout:      timeout,
 		lifetime:     lifetime,
 		hc:           hc,
-		assertionAud: cmp.Or(c.AssertionAudience, u.String()),
+		assertionAud: cmp.Or(c.AssertionAudience, tokenURL),
 		key:          key,
 		grantParam:   grantParam,
 		grantFile:    grantFile,

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -126,6 +127,10 @@ type binding struct {
 // does not build the same string on every request.
 type formatted struct{ token, value string }
 
+// maxOpenNamed is how many credentials without allowed_sources the start-up
+// warning names; the count covers the rest (`tokenbroker validate` lists all).
+const maxOpenNamed = 20
+
 // New compiles cfg. sources must hold a Source for every credential in cfg.
 func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache.Tokens, log *zap.Logger, m *Metrics) (*Filter, error) {
 	if log == nil {
@@ -141,6 +146,7 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 		log:          log,
 		m:            m,
 	}
+	var open []string // credentials without allowed_sources
 	for name, c := range cfg.Credentials {
 		src, ok := sources[name]
 		if !ok {
@@ -163,9 +169,16 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 			checks:  m.counts(name),
 		}
 		if len(c.AllowedSources) == 0 {
-			log.Warn("credential has no allowed_sources: any caller that reaches tokenbroker can use it",
-				zap.String("credential", name))
+			open = append(open, name)
 		}
+	}
+	if len(open) > 0 {
+		// One line for all of them: a file of 100,000 such credentials
+		// must not log 100,000 lines at every start and reload.
+		slices.Sort(open)
+		log.Warn("credentials without allowed_sources: any caller that reaches tokenbroker can use them",
+			zap.Int("count", len(open)),
+			zap.Strings("credentials", open[:min(len(open), maxOpenNamed)]))
 	}
 	f.routes = newTable(cfg.Routes, f.bindings)
 	f.routeNames = nameRoutes(f.routes)

@@ -23,8 +23,8 @@ func sortRows(rows []Row) {
 }
 
 // ServeHTML serves /status.
-func (p *Page) ServeHTML(w http.ResponseWriter, _ *http.Request) {
-	d := p.Data()
+func (p *Page) ServeHTML(w http.ResponseWriter, r *http.Request) {
+	d := p.DataPage(pageOf(r))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	// Inline style and script only; nothing is fetched from anywhere.
@@ -39,6 +39,7 @@ type view struct {
 }
 
 var funcs = template.FuncMap{
+	"add": func(a, b int) int { return a + b },
 	"dollars": func(f float64) string {
 		if f < 10 {
 			return fmt.Sprintf("$%.3f", f)
@@ -234,6 +235,7 @@ td.name{font-weight:600}td.name small{display:block;color:var(--dim);font-weight
 .chart .empty{fill:var(--dim);text-anchor:middle;font-size:12px}
 .legend{color:var(--dim);font-size:12px;margin-top:4px}.k{display:inline-block;width:10px;height:10px;margin:0 6px -1px 12px;vertical-align:baseline}.k.checks{background:var(--acc);opacity:.75}.k.mint{background:var(--mint);border-radius:50%}.k.failed{width:auto;height:auto;color:var(--bad);font-weight:700}
 td.routes{color:var(--dim);font-size:12px}td.routes div{white-space:nowrap}.fail{color:var(--warn);font-size:12px;display:block;max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.pager{margin-top:10px;color:var(--dim);font-size:12px}.pager input{width:70px;background:var(--bg);color:var(--text);border:1px solid var(--line);border-radius:4px}
 table.checks td,table.denials td{padding:6px 8px}tr.total td{font-weight:600;border-top:1px solid var(--line)}.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 </style></head><body><main>
 <header><h1><b>token</b>broker</h1><span class="sub">status · refreshes every {{.Refresh}}s · {{.Now.UTC.Format "2006-01-02 15:04:05 UTC"}}</span></header>
@@ -258,7 +260,8 @@ table.checks td,table.denials td{padding:6px 8px}tr.total td{font-weight:600;bor
 <td>{{pct .HitRatio}} <span class="dim">of {{.Requests}}</span></td>
 <td class="saved">{{dollars .DollarsSaved}}</td>
 </tr>{{else}}<tr><td colspan="9" class="dim">No credentials or broker clients yet.</td></tr>{{end}}
-</tbody></table></section>
+</tbody></table>{{if gt .Pages 1}}
+<form class="pager" method="get">rows {{add .RowsFrom 1}}–{{add .RowsFrom (len .Rows)}} of {{.RowsTotal}}{{if .TotalsListedOnly}} <span class="dim">(the 30-day tiles add up these rows)</span>{{end}} · page <input type="number" name="page" min="1" max="{{.Pages}}" value="{{.Page}}"> of {{.Pages}} <button>show</button></form>{{end}}</section>
 <section class="panel"><h2>Checks by credential · last hour / last day</h2>
 <table class="checks" id="checks"><thead><tr><th>credential</th><th>allowed</th><th>no route</th><th>unknown credential</th><th>source not allowed</th><th>token unavailable</th><th>budget</th><th>malformed</th></tr></thead><tbody>
 {{range .Checks}}<tr class="checkrow" data-credential="{{.Credential}}"><td class="name">{{credlabel .Credential}}</td><td>{{hd .Hour.Allowed .Day.Allowed}}</td><td>{{hd .Hour.NoRoute .Day.NoRoute}}</td><td>{{hd .Hour.UnknownCredential .Day.UnknownCredential}}</td><td>{{hd .Hour.SourceNotAllowed .Day.SourceNotAllowed}}</td><td>{{hd .Hour.TokenUnavailable .Day.TokenUnavailable}}</td><td>{{hd .Hour.Budget .Day.Budget}}</td><td>{{hd .Hour.Malformed .Day.Malformed}}</td></tr>

@@ -22,26 +22,12 @@ func NewCollector(p *Page) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.avoided; ch <- c.saved }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. It reads the cache's and the
+// broker's counters per label (O(labels)); it never builds the page.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	hits, saved := map[string]float64{}, map[string]float64{}
-	for _, r := range c.p.Data().Rows {
-		if r.Kind == "broker_client" {
-			continue // the page lists some clients; the broker's totals count all
-		}
-		label := c.p.tokens.CredentialLabel(r.Name) // the cache's label bound
-		hits[label] += float64(r.Hits)
-		saved[label] += r.DollarsSaved
-	}
-	if b := c.p.broker.Load(); b != nil {
-		for _, u := range b.Totals() {
-			label := c.p.tokens.CredentialLabel("broker:" + u.Upstream)
-			hits[label] += float64(u.Cached)
-			saved[label] += float64(u.Cached) * u.CostPerMint
-		}
-	}
+	hits, saved := c.p.costAvoided()
 	for l, v := range hits {
-		ch <- prometheus.MustNewConstMetric(c.avoided, prometheus.CounterValue, v, l)
+		ch <- prometheus.MustNewConstMetric(c.avoided, prometheus.CounterValue, float64(v), l)
 		ch <- prometheus.MustNewConstMetric(c.saved, prometheus.CounterValue, saved[l], l)
 	}
 }

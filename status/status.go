@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,8 +27,8 @@ type Page struct {
 	tokens  *cache.Tokens
 	broker  atomic.Pointer[broker.Broker] // nil when the broker is off; swapped by a reload
 	meter   *budget.Meter
-	creds   atomic.Pointer[map[string]*config.Credential] // swapped by a configuration reload
-	routes  atomic.Pointer[map[string][]string]           // credential -> its routes, swapped by a reload
+	creds   atomic.Pointer[credentials]         // swapped by a configuration reload
+	routes  atomic.Pointer[map[string][]string] // credential -> its routes, swapped by a reload
 	refresh time.Duration
 	// subscribers reports push mode's SDS subscribers per credential.
 	subscribers atomic.Pointer[func() map[string]int]
@@ -58,7 +59,9 @@ func New(tokens *cache.Tokens, b *broker.Broker, meter *budget.Meter, creds map[
 }
 
 // SetCredentials replaces the credentials the page lists (after a reload).
-func (p *Page) SetCredentials(creds map[string]*config.Credential) { p.creds.Store(&creds) }
+func (p *Page) SetCredentials(creds map[string]*config.Credential) {
+	p.creds.Store(newCredentials(creds))
+}
 
 // SetBroker replaces the broker whose clients the page lists (nil: off).
 func (p *Page) SetBroker(b *broker.Broker) { p.broker.Store(b) }
@@ -125,6 +128,14 @@ type Data struct {
 	ChecksHour Counts          `json:"checks_hour"`
 	ChecksDay  Counts          `json:"checks_day"`
 	Denials    []filter.Denial `json:"recent_denials"`
+	// Rows are page Page of Pages (MaxRows each), starting at row RowsFrom
+	// of RowsTotal. TotalsListedOnly: TotalMints30 and TotalSpent add up the
+	// listed rows only.
+	RowsTotal        int  `json:"rows_total"`
+	RowsFrom         int  `json:"rows_from"`
+	Page             int  `json:"page"`
+	Pages            int  `json:"pages"`
+	TotalsListedOnly bool `json:"totals_listed_rows_only"`
 }
 
 // Sample closes one chart interval; the server calls it on a ticker.
@@ -155,16 +166,19 @@ func (p *Page) Sample() {
 	p.last = cur
 }
 
-// Data gathers the current state.
-func (p *Page) Data() Data {
+// MaxRows is how many rows one view of the page lists: a page of 100k
+// credentials is itself a cost, to build and to read. The rest are a count
+// and further pages (?page=2, …).
+const MaxRows = 200
+
+// Data gathers the current state: the first page of rows.
+func (p *Page) Data() Data { return p.DataPage(1) }
+
+// DataPage gathers the current state with the rows of page n (1-based):
+// rows are built only for the credentials and broker clients listed, so a
+// view costs O(MaxRows) row work whatever the number of credentials.
+func (p *Page) DataPage(n int) Data {
 	now := p.tokens.Now()
-	snap := p.tokens.Snapshot()
-	byID := make(map[string]cache.SlotState, len(snap))
-	byName := make(map[string][]cache.SlotState)
-	for _, s := range snap {
-		byID[s.Key.ID] = s
-		byName[s.Key.Name] = append(byName[s.Key.Name], s)
-	}
 	d := Data{Now: now}
 	p.mu.Lock()
 	d.Checks = p.win.rows(now)
@@ -182,11 +196,27 @@ func (p *Page) Data() Data {
 	if r := p.routes.Load(); r != nil {
 		routes = *r
 	}
-	subs := p.subscriberCounts()
-	for name, cr := range *p.creds.Load() {
+	cs := p.creds.Load()
+	var clients []broker.ClientState
+	b := p.broker.Load()
+	if b != nil {
+		clients = b.Clients() // bounded by the broker
+	}
+	d.RowsTotal = len(cs.names) + len(clients)
+	n = max(1, min(n, (d.RowsTotal+MaxRows-1)/MaxRows))
+	from := (n - 1) * MaxRows
+	to := min(from+MaxRows, d.RowsTotal)
+	d.Page, d.Pages, d.RowsFrom = n, max(1, (d.RowsTotal+MaxRows-1)/MaxRows), from
+	var subs map[string]int
+	if from < len(cs.names) {
+		subs = p.subscriberCounts()
+	}
+	for i := from; i < to && i < len(cs.names); i++ {
+		name := cs.names[i]
+		cr := cs.byName[name]
 		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes[name], Subscribers: subs[name],
 			ChecksHour: checksOf[name].Hour, ChecksDay: checksOf[name].Day}
-		for _, s := range byName[name] {
+		if s, ok := p.tokens.State(cache.Key{ID: cs.identity(i), Name: name}); ok {
 			r.fold(s, now)
 			r.Requests += int64(s.Hits + s.Misses)
 			r.Hits += int64(s.Hits)
@@ -194,25 +224,24 @@ func (p *Page) Data() Data {
 		p.usage(&r, name)
 		d.Rows = append(d.Rows, r)
 	}
-	if b := p.broker.Load(); b != nil {
-		for _, c := range b.Clients() {
-			r := Row{Kind: "broker_client", Name: c.ClientID, Upstream: c.Upstream, CostPerMint: c.CostPerMint,
-				Requests: c.Requests, Hits: c.Cached}
-			for _, k := range c.Keys {
-				if s, ok := byID[k.ID]; ok {
-					r.fold(s, now)
-				}
+	for i := max(from, len(cs.names)); i < to; i++ {
+		c := clients[i-len(cs.names)]
+		r := Row{Kind: "broker_client", Name: c.ClientID, Upstream: c.Upstream, CostPerMint: c.CostPerMint,
+			Requests: c.Requests, Hits: c.Cached}
+		for _, k := range c.Keys {
+			if s, ok := p.tokens.State(k); ok {
+				r.fold(s, now)
 			}
-			// The broker times the real IdP request; the cache may only
-			// have been handed the token (and timed nothing).
-			if !c.LastMint.IsZero() {
-				r.LastMint, r.LastLatencyMS = c.LastMint, ms(c.LastLatency)
-			}
-			p.usage(&r, c.MeterName)
-			d.Rows = append(d.Rows, r)
 		}
+		// The broker times the real IdP request; the cache may only
+		// have been handed the token (and timed nothing).
+		if !c.LastMint.IsZero() {
+			r.LastMint, r.LastLatencyMS = c.LastMint, ms(c.LastLatency)
+		}
+		p.usage(&r, c.MeterName)
+		d.Rows = append(d.Rows, r)
 	}
-	sortRows(d.Rows)
+	sortRows(d.Rows) // broker clients come sorted by upstream then id; keeps the order if that changes
 	for i := range d.Rows {
 		r := &d.Rows[i]
 		if r.Requests > 0 {
@@ -220,18 +249,18 @@ func (p *Page) Data() Data {
 		}
 		r.DollarsSaved = float64(r.Hits) * r.CostPerMint
 		r.DollarsSpent = float64(r.Mints30d) * r.CostPerMint
+		// 30-day mints are read per credential from the budget counter
+		// (Redis in a fleet): summed over the rows listed, not all of them.
 		d.TotalSpent += r.DollarsSpent
 		d.TotalMints30 += r.Mints30d
-		if r.Kind != "broker_client" { // the broker's totals cover clients not listed
-			d.TotalSaved += r.DollarsSaved
-			d.TotalHits += r.Hits
-		}
 	}
-	if b := p.broker.Load(); b != nil {
-		for _, u := range b.Totals() {
-			d.TotalHits += u.Cached
-			d.TotalSaved += float64(u.Cached) * u.CostPerMint
-		}
+	d.TotalsListedOnly = len(d.Rows) < d.RowsTotal
+	// Hits and dollars avoided are the cost meter's (metrics.go), over every
+	// credential and broker client, listed or not.
+	hits, saved := p.costAvoided()
+	for l, h := range hits {
+		d.TotalHits += int64(h)
+		d.TotalSaved += saved[l]
 	}
 	p.mu.Lock()
 	d.Samples = append([]Sample{}, p.samples...)
@@ -294,13 +323,22 @@ func (p *Page) usage(r *Row, name string) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// ServeJSON serves /status.json.
-func (p *Page) ServeJSON(w http.ResponseWriter, _ *http.Request) {
+// pageOf is the ?page= of a request, 1 when absent or not a number.
+func pageOf(r *http.Request) int {
+	n, err := strconv.Atoi(r.URL.Query().Get("page"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+// ServeJSON serves /status.json (?page=n for rows past the first MaxRows).
+func (p *Page) ServeJSON(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(p.Data())
+	_ = enc.Encode(p.DataPage(pageOf(r)))
 }
 
 // window writes a budget window the way people say it: 30d, 24h, 90m.

@@ -1,155 +1,258 @@
-// Command rss measures the memory of tokenbroker holding N cached
-// credentials: it parses a generated configuration with N credentials and N
-// routes (the real loader), builds the real token sources, cache (with its
-// Prometheus series) and filter, fills every token through Decide, and
-// prints the process's resident set size.
+// Command rss measures the memory of a real `tokenbroker serve` process
+// holding N configured credentials and N routes, each with one cached
+// token, the way `kubectl top` sees it: the resident set size of the
+// process, read from /proc, with no forced GC.
 //
-//	go run ./bench/rss -n 100000 -token-bytes 1024
+//	go build -o /tmp/tokenbroker ./cmd/tokenbroker
+//	go run ./bench/rss -bin /tmp/tokenbroker -n 100000 -token-bytes 64   # and 1024
 //
-// Tokens come from a stand-in for the IdP call (the real ClientCredentials
-// source is built and kept, so its memory counts) sized like real access
-// tokens: Auth0 and Entra JWTs are roughly 0.8–1.5 KB.
+// It writes a configuration with N client_credentials credentials (all at
+// one token URL, as a fleet of one IdP's clients would be) and one route
+// each, starts an IdP in this process that answers every client with a
+// distinct token of -token-bytes, starts tokenbroker against it, and reads
+// VmRSS when it is ready. Then it sends one ext_authz Check per route over
+// gRPC (every one a mint; the run fails if one is not allowed or a route
+// mints twice), reads VmRSS after the fill and once a second for -settle
+// with no traffic (is idle RSS flat?), and finally VmHWM, the peak, which
+// for this shape is set by loading the file.
+//
+// Tokens are sized like real access tokens: opaque ones are tens of bytes,
+// Auth0 and Entra JWTs roughly 0.8–1.5 KB.
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
-	"runtime"
-	"runtime/debug"
-	"runtime/pprof"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tokenbroker/tokenbroker/cache"
-	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/credential"
-	"github.com/tokenbroker/tokenbroker/filter"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 func main() {
-	n := flag.Int("n", 100_000, "credentials (each with one route and one cached token)")
-	tokenBytes := flag.Int("token-bytes", 1024, "size of each access token")
-	limitMB := flag.Float64("limit-mb", 300, "RSS target; exit 1 above it")
-	flag.StringVar(&memProfile, "memprofile", "", "write a heap profile here")
+	bin := flag.String("bin", "", "tokenbroker binary (go build -o BIN ./cmd/tokenbroker)")
+	n := flag.Int("n", 100_000, "credentials, each with one route and one cached token")
+	tokenBytes := flag.Int("token-bytes", 64, "size of each access token (opaque ~64, JWT ~1024)")
+	limitMB := flag.Float64("limit-mb", 0, "steady RSS target; exit 1 above it (0: none)")
+	workers := flag.Int("c", 16, "concurrent Checks")
+	settle := flag.Duration("settle", 25*time.Second, "how long to watch RSS with no traffic after the fill")
+	keep := flag.String("keep-config", "", "also write the generated configuration here")
 	flag.Parse()
-	if err := run(*n, *tokenBytes, *limitMB); err != nil {
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "rss: -bin is required")
+		os.Exit(2)
+	}
+	if err := run(*bin, *keep, *n, *tokenBytes, *workers, *settle, *limitMB); err != nil {
 		fmt.Fprintln(os.Stderr, "rss:", err)
 		os.Exit(1)
 	}
 }
 
-// stub keeps the real source (its memory is part of the measurement) but
-// answers without a network round trip.
-type stub struct {
-	real credential.Source
-	name string
-	pad  *string // shared; the token is built per call, as a real IdP answer is
+// idp accepts every client whose secret is "secret-" + its id and answers
+// a distinct token of the configured size.
+type idp struct {
+	mints atomic.Int64
+	pad   string
 }
 
-func (s stub) Token(context.Context) (credential.Token, error) {
-	now := time.Now()
-	return credential.Token{Value: fmt.Sprintf("%-16s", s.name) + *s.pad, Type: "Bearer", Issued: now, Expiry: now.Add(time.Hour)}, nil
+func (p *idp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := r.BasicAuth()
+	if !ok || secret != "secret-"+id {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
+		return
+	}
+	n := p.mints.Add(1)
+	tok := strconv.FormatInt(n, 36) + "."
+	tok += p.pad[:max(len(p.pad)-len(tok), 0)]
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
 }
 
-var memProfile string
+// writeConfig writes the N-credential configuration; it is what a large
+// fleet's generated file looks like: every credential names the same token
+// URL, scope and (default) header and format.
+func writeConfig(path, tokenURL string, n int) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriterSize(f, 1<<16)
+	fmt.Fprintf(w, "listen:\n  grpc: 127.0.0.1:0\n  admin: 127.0.0.1:0\ncache:\n  max_tokens: %d\ncredentials:\n", max(n, 100_000))
+	for i := range n {
+		fmt.Fprintf(w, "  c%d:\n    token_url: %s\n    client_id: client-%d\n    client_secret: secret-client-%d\n    scopes: [api:read]\n", i, tokenURL, i, i)
+	}
+	w.WriteString("routes:\n")
+	for i := range n {
+		fmt.Fprintf(w, "  - host: svc%d.example.com\n    credential: c%d\n", i, i)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return 0, err
+	}
+	return st.Size(), f.Close()
+}
 
-func run(n, tokenBytes int, limitMB float64) error {
-	base := rssMB()
-	var y strings.Builder
-	y.WriteString("credentials:\n")
-	for i := range n {
-		fmt.Fprintf(&y, "  c%d:\n    token_url: https://idp.example.com/oauth/token\n    client_id: client-%d\n    client_secret: secret-%d\n    scopes: [api:read]\n", i, i, i)
+func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, limitMB float64) error {
+	ip := &idp{pad: strings.Repeat("t", tokenBytes)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
 	}
-	y.WriteString("routes:\n")
-	for i := range n {
-		fmt.Fprintf(&y, "  - host: svc%d.example.com\n    credential: c%d\n", i, i)
+	hs := &http.Server{Handler: ip, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+
+	dir, err := os.MkdirTemp("", "rss")
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "tb.yaml")
+	size, err := writeConfig(cfg, "http://"+ln.Addr().String()+"/oauth/token", n)
+	if err != nil {
+		return err
+	}
+	if keep != "" {
+		if b, err := os.ReadFile(cfg); err == nil {
+			_ = os.WriteFile(keep, b, 0o600)
+		}
+	}
+
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info") // the default level
+	cmd.Env = os.Environ()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	addr, err := grpcAddr(stderr)
+	if err != nil {
+		return err
+	}
+	loaded := time.Since(started)
+	ready := procMB(pid, "VmRSS:")
+	readyPeak := procMB(pid, "VmHWM:")
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
 	start := time.Now()
-	cfg, err := config.Parse("generated.yaml", []byte(y.String()))
-	if err != nil {
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				res, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+					Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+						Host: fmt.Sprintf("svc%d.example.com", i), Path: "/", Method: "GET",
+					}},
+				}})
+				cancel()
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("route %d: %w", i, err)
+					return
+				case res.GetOkResponse() == nil || len(res.GetOkResponse().GetHeaders()) == 0:
+					errs <- fmt.Errorf("route %d: not allowed with a token (%v)", i, res.GetStatus())
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
 		return err
 	}
-	y.Reset()
-	parsed := time.Since(start)
+	fill := time.Since(start)
+	if m := ip.mints.Load(); m != int64(n) {
+		return fmt.Errorf("%d mints for %d routes, want one each", m, n)
+	}
+	filled := procMB(pid, "VmRSS:")
+	low, high, last := filled, filled, filled
+	for deadline := time.Now().Add(settle); time.Now().Before(deadline); {
+		time.Sleep(time.Second) // sampling a process from outside: there is nothing to wait on
+		last = procMB(pid, "VmRSS:")
+		low, high = min(low, last), max(high, last)
+	}
+	peak := procMB(pid, "VmHWM:")
 
-	reg := prometheus.NewRegistry()
-	tokens, err := cache.New(cache.Options{
-		MaxTokens:    cfg.Cache.MaxTokens,
-		ExpiryMargin: cfg.Cache.ExpiryMargin.D(),
-		RefreshAhead: cfg.Cache.RefreshAhead,
-		Meter:        cache.NewMetrics(reg),
-	})
-	if err != nil {
-		return err
-	}
-	defer tokens.Close()
-	sources := make(map[string]credential.Source, n)
-	pad := strings.Repeat("x", max(tokenBytes-16, 0))
-	for name, c := range cfg.Credentials {
-		src, err := credential.FromConfig(c, nil)
-		if err != nil {
-			return err
-		}
-		// Distinct tokens, no sharing; formatted at mint time as FromConfig's sources are.
-		sources[name] = credential.WithFormat(stub{real: src, name: name, pad: &pad}, c.Format)
-	}
-	f, err := filter.New(cfg, sources, tokens, nil, filter.NewMetrics(reg))
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	for i := range n {
-		d := f.Decide(ctx, &filter.Request{Host: fmt.Sprintf("svc%d.example.com", i), Path: "/", Method: "GET"})
-		if !d.Allowed {
-			return fmt.Errorf("route %d: %s", i, d.Reason)
-		}
-	}
-	tokens.Settle()
-	filled := time.Since(start)
-	runtime.GC()
-	debug.FreeOSMemory() // RSS of what is live, not of garbage the runtime still holds
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	rss := rssMB()
-	fmt.Printf("%d credentials, %d routes, %d cached tokens of %d bytes (config parsed in %s, all filled in %s)\n",
-		n, len(cfg.Routes), n, tokenBytes, parsed.Round(time.Millisecond), filled.Round(time.Millisecond))
-	fmt.Printf("RSS %.0f MB (process baseline %.0f MB), Go heap in use %.0f MB; target < %.0f MB: %s\n",
-		rss, base, float64(ms.HeapInuse)/(1<<20), limitMB, map[bool]string{true: "met", false: "MISSED"}[rss < limitMB])
-	fmt.Printf("peak RSS while loading %.0f MB (parsing the generated YAML and filling the cache; GOGC=100)\n", procStatusMB("VmHWM:"))
-	if memProfile != "" {
-		out, err := os.Create(memProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.WriteHeapProfile(out); err != nil {
-			return err
-		}
-		_ = out.Close()
-	}
-	runtime.KeepAlive(f)
-	if rss >= limitMB {
-		return fmt.Errorf("RSS %.0f MB over the %.0f MB target", rss, limitMB)
+	fmt.Printf("%d credentials and routes (a %.1f MB file), tokens of %d bytes: ready in %s, %d mints in %s\n",
+		n, float64(size)/(1<<20), tokenBytes, loaded.Round(time.Millisecond), n, fill.Round(time.Millisecond))
+	fmt.Printf("RSS of tokenbroker serve: %.0f MB ready (peak so far %.0f MB), %.0f MB after the fill\n", ready, readyPeak, filled)
+	fmt.Printf("idle for %s: %.0f–%.0f MB, %.0f MB at the end (flat: %v)\n", settle, low, high, last, high-low < 0.1*low)
+	fmt.Printf("steady %.0f MB, peak (VmHWM) %.0f MB = %.2f× steady\n", last, peak, peak/last)
+	if limitMB > 0 && last > limitMB {
+		return fmt.Errorf("steady RSS %.0f MB over the %.0f MB target", last, limitMB)
 	}
 	return nil
 }
 
-// rssMB reads VmRSS from /proc/self/status.
-func rssMB() float64 { return procStatusMB("VmRSS:") }
+// grpcAddr reads the serve log until the "serving" line names the gRPC
+// listener, then keeps draining the log.
+func grpcAddr(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var last []string
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
+			addr, _ := m["grpc"].(string)
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return addr, nil
+		}
+		last = append(last[max(len(last)-9, 0):], sc.Text())
+	}
+	return "", fmt.Errorf("tokenbroker exited before serving; its last lines:\n%s", strings.Join(last, "\n"))
+}
 
-// procStatusMB reads one "kB" field of /proc/self/status in MB.
-func procStatusMB(field string) float64 {
-	b, err := os.ReadFile("/proc/self/status")
+// procMB reads one "kB" field of /proc/PID/status in MB.
+func procMB(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, field); ok {
-			var kb float64
-			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			return kb / 1024
 		}
 	}

@@ -170,6 +170,7 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 			return nil, err
 		}
 	}
+	releaseLoadMemory() // before ready: the forced collection is not paid by the first requests
 	a.cfg.Store(cfg)
 	a.admin.handler.SetReady(true)
 	log.Info("serving",

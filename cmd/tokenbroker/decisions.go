@@ -64,9 +64,14 @@ func (d *decisions) stop(context.Context) {}
 // buildSources makes a token source for every credential.
 func buildSources(cfg *config.Config, log *zap.Logger) (map[string]credential.Source, error) {
 	out := make(map[string]credential.Source, len(cfg.Credentials))
+	sugar := log.Sugar()
 	for name, c := range cfg.Credentials {
-		clog := log.With(zap.String("credential", name))
-		src, err := credential.FromConfig(c, func(format string, args ...any) { clog.Sugar().Infof(format, args...) })
+		// The credential's field is added when a note is logged, not with
+		// log.With here: With encodes the field into a buffer of its own at
+		// once, about 1 KB per credential held for the life of the source.
+		src, err := credential.FromConfig(c, func(format string, args ...any) {
+			sugar.Infow(fmt.Sprintf(format, args...), "credential", name)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("credential %q: %w", name, err)
 		}

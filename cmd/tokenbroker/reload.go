@@ -106,6 +106,7 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 		return reloadUnchanged, nil
 	}
 	kept, added, removed := diffIdentities(old, cfg)
+	defer releaseLoadMemory() // after the log line below: the old configuration is garbage by then
 	a.reloads.lastSuccess.SetToCurrentTime()
 	log.Info("configuration reloaded",
 		zap.Strings("sections", changed),
