@@ -60,6 +60,11 @@ func BenchmarkBrokerClientsMemory(b *testing.B) {
 		fmt.Fprintf(w, `{"access_token":"tok-%020s","token_type":"Bearer","expires_in":3600}`, id)
 	}))
 	defer idp.Close()
+	if os.Getenv("BROKER_HEAP_PROFILE") != "" {
+		// The default rate (one sample per 512 KiB) is too coarse to say where
+		// a few hundred bytes per client go.
+		runtime.MemProfileRate = 4096
+	}
 	for b.Loop() {
 		var br *Broker
 		tokens, err := cache.New(cache.Options{MaxTokens: n, MayMint: func(k cache.Key) error { return br.MayMint(k) }})

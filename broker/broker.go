@@ -72,8 +72,10 @@ type Broker struct {
 
 type upstream struct {
 	config.BrokerUpstream
-	idx    int
-	cached atomic.Int64 // answers from cache, for totals that outlive evicted clients
+	idx       int
+	keyName   string       // NamePrefix + Name: one string for every key of the upstream
+	unlimited *bucket      // the bucket of all its clients when it sets no limit
+	cached    atomic.Int64 // answers from cache, for totals that outlive evicted clients
 }
 
 // UpstreamTotal is one upstream's answers from cache since the start, over
@@ -96,12 +98,24 @@ func (b *Broker) Totals() []UpstreamTotal {
 // keyState is what the broker remembers about one cache key. It exists only
 // once the IdP has accepted a secret for the key.
 type keyState struct {
+	id     string // the cache key ID (the same string the cache holds)
 	client *client
 	// guarded by Broker.mu
-	good   string // binding of the last secret the IdP accepted ("" while the first is being seeded)
-	failed string // binding of the last secret the IdP rejected
-	reject *rejection
-	seeds  atomic.Int32 // seedings in progress: their cache "mint" is free
+	good    string     // binding of the last secret the IdP accepted ("" while the first is being seeded); shared with the cached token's
+	reject  *rejection // the IdP's last refusal for this key; its bind is the secret it refused
+	sibling *keyState  // the client's next key
+	links   links[keyState]
+	seeds   atomic.Int32 // seedings in progress: their cache "mint" is free
+}
+
+func (ks *keyState) lru() *links[keyState] { return &ks.links }
+
+// failed is the binding of the last secret the IdP rejected for the key, "" if none.
+func (ks *keyState) failed() string {
+	if ks.reject == nil {
+		return ""
+	}
+	return ks.reject.bind
 }
 
 // rejection is an IdP's refusal, kept to answer retries.
@@ -110,6 +124,7 @@ type rejection struct {
 	code, desc string
 	retryAfter time.Duration
 	until      time.Time
+	bind       string // the refused secret's binding, when kept for a key
 }
 
 // maxRejectionText bounds the IdP error code and description kept with a
@@ -142,7 +157,9 @@ func New(opts Options) (*Broker, error) {
 		if u.Name == "" {
 			u.Name = fmt.Sprintf("upstream-%d", i)
 		}
-		b.ups = append(b.ups, &upstream{BrokerUpstream: u, idx: i})
+		up := &upstream{BrokerUpstream: u, idx: i, keyName: NamePrefix + u.Name}
+		up.unlimited = &bucket{up: up}
+		b.ups = append(b.ups, up)
 	}
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(b.results); err != nil {
@@ -159,7 +176,7 @@ func Owns(key cache.Key) bool { return strings.HasPrefix(key.Name, NamePrefix) }
 // (token bucket), then its budget. A key it does not know is refused.
 func (b *Broker) MayMint(key cache.Key) error {
 	b.mu.Lock()
-	ks, _ := b.mem.keys.Peek(key.ID)
+	ks, _ := b.mem.keys.peek(key.ID)
 	b.mu.Unlock()
 	if ks == nil {
 		return errors.New("unknown broker key")
@@ -233,7 +250,10 @@ func (b *Broker) serve(ctx context.Context, w http.ResponseWriter, req *request)
 	bind := b.bindKeys.bind(req)
 	now := b.tokens.Now()
 	b.mu.Lock()
-	ks, _ := b.mem.keys.Get(key.ID)
+	ks, _ := b.mem.keys.get(key.ID)
+	if ks != nil {
+		key.ID = ks.id // the remembered string: the cache holds that one
+	}
 	rj := b.negativeLocked(key.ID, bind, now)
 	b.mu.Unlock()
 	if rj != nil {
@@ -321,7 +341,7 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 	}
 	if ks != nil {
 		b.mu.Lock()
-		failed, rj := ks.failed, ks.reject
+		failed, rj := ks.failed(), ks.reject
 		b.mu.Unlock()
 		if failed != "" && !same(failed, bind) {
 			// Someone else's secret failed (or put the key in back-off): this
@@ -368,8 +388,8 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 		// token actually issued: a stranger's wrong secrets must not use up
 		// the client's mints.
 		b.mu.Lock()
-		c, _ := b.mem.clients.Get(clientKey(req))
-		ks, _ := b.mem.keys.Peek(key.ID)
+		c, _ := b.mem.clients.get(clientKey(req))
+		ks, _ := b.mem.keys.peek(key.ID)
 		b.mu.Unlock()
 		if c != nil {
 			if err := b.check(c); err != nil {
@@ -403,7 +423,7 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 		return
 	}
 	b.mu.Lock()
-	c, _ := b.mem.clients.Peek(clientKey(req)) // nil for a client never accepted
+	c, _ := b.mem.clients.peek(clientKey(req)) // nil for a client never accepted
 	b.mu.Unlock()
 	if res.Err != nil {
 		var idp *credential.IdPError
@@ -429,17 +449,16 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if ks, ok := b.mem.keys.Get(key.ID); ok {
+	if ks, ok := b.mem.keys.get(key.ID); ok {
 		if good != "" {
 			ks.good = good
 		}
 		return ks
 	}
-	cid := clientKey(req)
-	c, ok := b.mem.clients.Get(cid)
+	c, ok := b.mem.clients.get(clientKey(req))
 	if !ok {
 		c = newClient(req.clientID, req.up, b.tokens.Now())
-		b.mem.clients.Add(cid, c)
+		b.mem.clients.add(c.id(), c) // keyed by the client's own copy of the id
 		if b.meter != nil && (req.up.Budget.Mints > 0 || req.up.CostPerMint > 0) {
 			// A name without a policy is counted with no limit and no price:
 			// the policy, one per client, is kept only when it says something.
@@ -449,9 +468,9 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 			})
 		}
 	}
-	ks := &keyState{client: c, good: good}
-	b.mem.keys.Add(key.ID, ks)
-	c.keys = append(c.keys, key)
+	ks := &keyState{id: key.ID, client: c, good: good}
+	c.addKey(ks)
+	b.mem.keys.add(key.ID, ks)
 	return ks
 }
 

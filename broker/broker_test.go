@@ -298,7 +298,8 @@ func TestMintLimit(t *testing.T) {
 
 func TestBucketRefills(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	b := newBucket(10, time.Hour, start)
+	up := &upstream{BrokerUpstream: config.BrokerUpstream{Limit: config.RateLimit{Mints: 10, Per: config.Duration(time.Hour)}}}
+	b := up.newBucket(start)
 	for i := range 10 {
 		if _, ok := b.take(start); !ok {
 			t.Fatalf("take %d refused", i)

@@ -11,29 +11,70 @@ import (
 	"github.com/tokenbroker/tokenbroker/cache"
 )
 
-// client is one client id at one upstream.
+// client is one client id at one upstream. There is one per client the
+// IdP accepted (up to maxClients), so it is kept small: one string holds
+// both the meter name and the id, times are Unix nanoseconds, and the keys
+// and recency links live in the records themselves.
 type client struct {
-	id     string
-	up     *upstream
-	bucket *bucket // unlimited (shared) when the upstream sets no limit
+	// name is the client's name in the budget meter (never a metric label),
+	// "client:<upstream>/<id>"; the id is its tail, so both share one
+	// allocation, and the meter's own tables share it too.
+	name   string
+	bucket *bucket // the upstream's shared one when it sets no limit; knows the upstream
 
 	requests, cached, mints, forwarded, rejected, limited atomic.Int64
 
 	// guarded by Broker.mu
-	lastMint    time.Time
+	lastMint    int64 // Unix nanoseconds of the last mint; 0: none yet
 	lastLatency time.Duration
-	keys        []cache.Key
+	keys        *keyState // the client's keys, linked through keyState.sibling
+	links       links[client]
 }
+
+const meterPrefix = "client:"
 
 func newClient(id string, up *upstream, now time.Time) *client {
-	return &client{id: id, up: up, bucket: newBucket(up.Limit.Mints, up.Limit.Per.D(), now)}
+	// The concatenation copies id: a client must not keep the request's
+	// form body (id is a substring of it) alive.
+	return &client{name: meterPrefix + up.Name + "/" + id, bucket: up.newBucket(now)}
 }
 
-// meterName is the client's name in the budget meter (never a metric label).
-func (c *client) meterName() string { return "client:" + c.up.Name + "/" + c.id }
+// up is the client's upstream, kept in its bucket: one pointer less per client.
+func (c *client) up() *upstream { return c.bucket.up }
+
+// id is the client id, the tail of name.
+func (c *client) id() string { return c.name[len(meterPrefix)+len(c.up().Name)+1:] }
+
+// meterName is the client's name in the budget meter.
+func (c *client) meterName() string { return c.name }
+
+func (c *client) lru() *links[client] { return &c.links }
+
+// addKey and dropKey keep the client's key list; Broker.mu is held.
+func (c *client) addKey(ks *keyState) { ks.sibling, c.keys = c.keys, ks }
+
+func (c *client) dropKey(ks *keyState) {
+	for p := &c.keys; *p != nil; p = &(*p).sibling {
+		if *p == ks {
+			*p = ks.sibling
+			ks.sibling = nil
+			return
+		}
+	}
+}
+
+// keyList copies the client's keys, most recently added first; Broker.mu is held.
+func (c *client) keyList() []cache.Key {
+	var out []cache.Key
+	for ks := c.keys; ks != nil; ks = ks.sibling {
+		out = append(out, cache.Key{ID: ks.id, Name: c.up().keyName})
+	}
+	return out
+}
 
 // bucket is a token bucket: capacity mints, refilled evenly over per.
 type bucket struct {
+	up     *upstream
 	mu     sync.Mutex // guards tokens and last
 	cap    float64
 	perSec float64
@@ -41,15 +82,14 @@ type bucket struct {
 	last   time.Time
 }
 
-// unlimited is every unlimited client's bucket: it never changes, so one
-// is enough for 100,000 clients.
-var unlimited = &bucket{}
-
-func newBucket(mints int64, per time.Duration, now time.Time) *bucket {
+// newBucket is a new client's bucket. Without a limit it is the upstream's
+// unlimited one: it never changes, so one is enough for 100,000 clients.
+func (u *upstream) newBucket(now time.Time) *bucket {
+	mints, per := u.Limit.Mints, u.Limit.Per.D()
 	if mints <= 0 || per <= 0 {
-		return unlimited
+		return u.unlimited
 	}
-	return &bucket{cap: float64(mints), perSec: float64(mints) / per.Seconds(), tokens: float64(mints), last: now}
+	return &bucket{up: u, cap: float64(mints), perSec: float64(mints) / per.Seconds(), tokens: float64(mints), last: now}
 }
 
 // take spends one token, or says how long until one is there.
@@ -96,20 +136,24 @@ type ClientState struct {
 // Clients the IdP never accepted are not known, so never listed.
 func (b *Broker) Clients() []ClientState {
 	b.mu.Lock()
-	all := b.mem.clients.Values() // oldest first
+	all := b.mem.clients.values() // oldest first
 	b.mu.Unlock()
 	out := make([]ClientState, 0, min(len(all), maxStatusClients))
 	for i := len(all) - 1; i >= 0 && len(out) < maxStatusClients; i-- {
 		c := all[i]
 		b.mu.Lock()
-		keys := append([]cache.Key(nil), c.keys...)
-		lastMint, lastLatency := c.lastMint, c.lastLatency
+		keys := c.keyList()
+		var lastMint time.Time
+		if c.lastMint != 0 {
+			lastMint = time.Unix(0, c.lastMint)
+		}
+		lastLatency := c.lastLatency
 		b.mu.Unlock()
 		if !slices.ContainsFunc(keys, func(k cache.Key) bool { _, ok := b.tokens.Peek(k); return ok }) {
 			continue
 		}
 		out = append(out, ClientState{
-			ClientID: c.id, Upstream: c.up.Name, MeterName: c.meterName(), CostPerMint: c.up.CostPerMint,
+			ClientID: c.id(), Upstream: c.up().Name, MeterName: c.meterName(), CostPerMint: c.up().CostPerMint,
 			Requests: c.requests.Load(), Cached: c.cached.Load(), Mints: c.mints.Load(), Forwarded: c.forwarded.Load(),
 			Rejected: c.rejected.Load(), Limited: c.limited.Load(),
 			LastMint: lastMint, LastLatency: lastLatency, Keys: keys,

@@ -31,42 +31,148 @@ const (
 )
 
 // memory is the broker's bounded bookkeeping; Broker.mu guards it.
+//
+// The client and key tables are the bulk of it (one entry each per client
+// in the common case), so they are intrusive LRUs: the recency links live in
+// the client and keyState records themselves, and a table is one map plus
+// two pointers, with no list node per entry.
 type memory struct {
-	clients  *simplelru.LRU[clientID, *client]
-	keys     *simplelru.LRU[string, *keyState]  // by cache key ID
-	negative *simplelru.LRU[string, *rejection] // by negativeKey
+	clients  lru[string, client, *client]       // by client id (see clientKey)
+	keys     lru[string, keyState, *keyState]   // by cache key ID
+	negative *simplelru.LRU[string, *rejection] // by negativeKey; small and bounded
 }
 
 func (b *Broker) newMemory() {
-	// NewLRU fails only for a size below 1.
-	b.mem.clients, _ = simplelru.NewLRU(maxClients, func(_ clientID, c *client) {
+	b.mem.clients = newLRU(maxClients, (*client).id, func(c *client) {
 		// A client's keys go with it: their state points at it.
-		for _, k := range append([]cache.Key(nil), c.keys...) {
-			b.mem.keys.Remove(k.ID)
+		for ks := c.keys; ks != nil; {
+			next := ks.sibling
+			b.mem.keys.remove(ks.id)
+			ks = next
 		}
 	})
-	b.mem.keys, _ = simplelru.NewLRU(maxKeys, func(id string, ks *keyState) {
-		c := ks.client
-		for i, k := range c.keys {
-			if k.ID == id {
-				c.keys = append(c.keys[:i], c.keys[i+1:]...)
-				break
-			}
-		}
+	b.mem.keys = newLRU(maxKeys, func(ks *keyState) string { return ks.id }, func(ks *keyState) {
+		ks.client.dropKey(ks)
 		// Without its state the key can neither be refreshed nor proven:
 		// drop its token and the cache's bookkeeping too.
-		b.tokens.Forget(cache.Key{ID: id})
+		b.tokens.Forget(cache.Key{ID: ks.id})
 	})
+	// NewLRU fails only for a size below 1.
 	b.mem.negative, _ = simplelru.NewLRU[string, *rejection](maxNegative, nil)
 }
 
-// clientID names a client: its id at one upstream. A struct rather than a
-// joined string, so the key shares the id's bytes with the client.
-type clientID struct {
-	up *upstream
-	id string
-}
-
-func clientKey(req *request) clientID { return clientID{req.up, req.clientID} }
+// clientKey names req's client in the clients table: its id alone. Within
+// one Broker an id always goes to the same upstream (the first whose
+// client_ids match it, see parse; a new configuration builds a new Broker),
+// so the id names the client at its upstream too, and the table's key is
+// the client's own copy of it.
+func clientKey(req *request) string { return req.clientID }
 
 func negativeKey(keyID, bind string) string { return keyID + "/" + bind }
+
+// links are an entry's place in its LRU's recency list.
+type links[E any] struct{ newer, older *E }
+
+// linked is a pointer to an LRU entry that carries its own links.
+type linked[E any] interface {
+	*E
+	lru() *links[E]
+}
+
+// lru is a least-recently-used table whose entries carry their links: map
+// lookups as in simplelru, but no per-entry list node or copy of the key.
+type lru[K comparable, E any, P linked[E]] struct {
+	m              map[K]P
+	newest, oldest P
+	max            int
+	keyOf          func(P) K
+	evicted        func(P) // called after an entry left the table, by eviction or remove
+}
+
+func newLRU[K comparable, E any, P linked[E]](max int, keyOf func(P) K, evicted func(P)) lru[K, E, P] {
+	return lru[K, E, P]{m: make(map[K]P), max: max, keyOf: keyOf, evicted: evicted}
+}
+
+// get returns k's entry and marks it the most recently used.
+func (l *lru[K, E, P]) get(k K) (P, bool) {
+	e, ok := l.m[k]
+	if ok {
+		l.unlink(e)
+		l.pushNewest(e)
+	}
+	return e, ok
+}
+
+// peek returns k's entry without touching its recency.
+func (l *lru[K, E, P]) peek(k K) (P, bool) {
+	e, ok := l.m[k]
+	return e, ok
+}
+
+// add inserts e under k (which must be absent) as the most recently used,
+// evicting the least recently used entries past the bound.
+func (l *lru[K, E, P]) add(k K, e P) {
+	l.m[k] = e
+	l.pushNewest(e)
+	for len(l.m) > l.max {
+		l.remove(l.keyOf(l.oldest))
+	}
+}
+
+// remove drops k's entry, if any, and tells evicted.
+func (l *lru[K, E, P]) remove(k K) {
+	e, ok := l.m[k]
+	if !ok {
+		return
+	}
+	delete(l.m, k)
+	l.unlink(e)
+	if l.evicted != nil {
+		l.evicted(e)
+	}
+}
+
+func (l *lru[K, E, P]) len() int { return len(l.m) }
+
+// resize changes the bound, evicting what no longer fits.
+func (l *lru[K, E, P]) resize(max int) {
+	l.max = max
+	for len(l.m) > l.max {
+		l.remove(l.keyOf(l.oldest))
+	}
+}
+
+// values lists the entries, least recently used first.
+func (l *lru[K, E, P]) values() []P {
+	out := make([]P, 0, len(l.m))
+	for e := l.oldest; e != nil; e = e.lru().newer {
+		out = append(out, e)
+	}
+	return out
+}
+
+func (l *lru[K, E, P]) pushNewest(e P) {
+	ln := e.lru()
+	ln.older, ln.newer = l.newest, nil
+	if l.newest != nil {
+		P(l.newest).lru().newer = e
+	} else {
+		l.oldest = e
+	}
+	l.newest = e
+}
+
+func (l *lru[K, E, P]) unlink(e P) {
+	ln := e.lru()
+	if ln.newer != nil {
+		P(ln.newer).lru().older = ln.older
+	} else {
+		l.newest = ln.older
+	}
+	if ln.older != nil {
+		P(ln.older).lru().newer = ln.newer
+	} else {
+		l.oldest = ln.newer
+	}
+	ln.newer, ln.older = nil, nil
+}

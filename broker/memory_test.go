@@ -17,7 +17,7 @@ import (
 func (e *env) counts() (clients, keys, negative, slots int) {
 	b := e.broker
 	b.mu.Lock()
-	clients, keys, negative = b.mem.clients.Len(), b.mem.keys.Len(), b.mem.negative.Len()
+	clients, keys, negative = b.mem.clients.len(), b.mem.keys.len(), b.mem.negative.Len()
 	b.mu.Unlock()
 	return clients, keys, negative, len(e.tokens.Snapshot())
 }
@@ -81,8 +81,8 @@ func TestRememberedClientsEvict(t *testing.T) {
 	}
 	e := setup(t, config.BrokerUpstream{}, secrets)
 	e.broker.mu.Lock()
-	e.broker.mem.clients.Resize(3)
-	e.broker.mem.keys.Resize(4)
+	e.broker.mem.clients.resize(3)
+	e.broker.mem.keys.resize(4)
 	e.broker.mu.Unlock()
 	for i := range 6 {
 		id := fmt.Sprintf("c%d", i)

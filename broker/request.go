@@ -141,7 +141,7 @@ func (req *request) cacheKey() cache.Key {
 	put(req.up.TokenURL)
 	put(req.clientID)
 	put(req.params.Encode()) // Encode sorts by key
-	return cache.Key{ID: hex.EncodeToString(h.Sum(nil)), Name: NamePrefix + req.up.Name}
+	return cache.Key{ID: hex.EncodeToString(h.Sum(nil)), Name: req.up.keyName}
 }
 
 func printable(s string) string {

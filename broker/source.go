@@ -63,6 +63,9 @@ func (b *Broker) mint(ctx context.Context, req *request, bind, keyID string, ks 
 	case err == nil:
 		b.health.answered(up.Name, now)
 		tok.Binding = bind
+		if tok.Type == "Bearer" {
+			tok.Type = "Bearer" // a constant rather than a string decoded per token
+		}
 		return tok, latency, nil
 	case errors.As(err, &idp) && !idp.Temporary():
 		b.health.answered(up.Name, now)
@@ -70,8 +73,9 @@ func (b *Broker) mint(ctx context.Context, req *request, bind, keyID string, ks 
 		// to the same request for a short while rather than asking again.
 		rj := rejectionFrom(idp, b.cfg.NegativeTTL.D(), now)
 		b.mu.Lock()
+		rj.bind = bind
 		if ks != nil {
-			ks.failed, ks.reject = bind, rj
+			ks.reject = rj
 		}
 		b.rememberLocked(keyID, bind, rj)
 		b.mu.Unlock()
@@ -79,7 +83,7 @@ func (b *Broker) mint(ctx context.Context, req *request, bind, keyID string, ks 
 		// The IdP is unwell, not this secret: nobody forwards around it.
 		if ks != nil {
 			b.mu.Lock()
-			ks.failed, ks.reject = "", nil
+			ks.reject = nil
 			b.mu.Unlock()
 		}
 	}
@@ -92,8 +96,8 @@ func (b *Broker) accepted(ks *keyState, latency time.Duration) {
 	c := ks.client
 	c.mints.Add(1)
 	b.mu.Lock()
-	ks.failed, ks.reject = "", nil
-	c.lastMint, c.lastLatency = now, latency
+	ks.reject = nil
+	c.lastMint, c.lastLatency = now.UnixNano(), latency
 	b.mu.Unlock()
 }
 

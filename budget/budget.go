@@ -9,6 +9,7 @@ package budget
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -31,36 +32,87 @@ const Keep = 30 * 24 * time.Hour
 
 // Memory is the in-process Counter. It remembers each mint's instant for
 // Keep (or the longest window asked for, if longer).
+//
+// It holds a name for every broker client that minted, so it is kept lean:
+// instants are Unix nanoseconds, a name with a single mint kept (most of
+// them: one token per lifetime) is one map entry with no slice, and names
+// whose mints have all aged out are swept away.
 type Memory struct {
-	mu     sync.Mutex // guards stamps and keep
-	stamps map[string][]time.Time
-	keep   time.Duration
+	mu   sync.Mutex         // guards the fields below
+	one  map[string]int64   // names with one mint kept: its instant
+	many map[string][]int64 // names with more: their instants, nearly in order
+	keep time.Duration
+	adds int // since the last sweep
 }
 
 // NewMemory returns an empty in-process counter.
-func NewMemory() *Memory { return &Memory{stamps: make(map[string][]time.Time), keep: Keep} }
+func NewMemory() *Memory {
+	return &Memory{one: make(map[string]int64), many: make(map[string][]int64), keep: Keep}
+}
 
 // Add records a mint for name at at.
 func (m *Memory) Add(_ context.Context, name string, at time.Time) error {
+	t := at.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := append(m.stamps[name], at)
-	// Drop what no window can see any more; stamps arrive nearly in order.
-	cut := sort.Search(len(s), func(i int) bool { return s[i].After(at.Add(-m.keep)) })
-	m.stamps[name] = s[cut:]
+	cut := t - int64(m.keep) // what no window can see any more: at or before cut
+	if s, ok := m.many[name]; ok {
+		s = append(s, t)
+		// Stamps arrive nearly in order.
+		s = s[sort.Search(len(s), func(i int) bool { return s[i] > cut }):]
+		if len(s) == 1 {
+			delete(m.many, name)
+			m.one[name] = s[0]
+		} else {
+			m.many[name] = s
+		}
+	} else if o, ok := m.one[name]; ok && o > cut {
+		delete(m.one, name)
+		m.many[name] = []int64{o, t}
+	} else {
+		m.one[name] = t
+	}
+	if m.adds++; 2*m.adds > len(m.one)+len(m.many) {
+		m.sweepLocked(cut)
+	}
 	return nil
+}
+
+// sweepLocked forgets the names with no mint after cut. It runs once per
+// half as many Adds as there are names, so it costs O(1) per Add, and stale
+// names go even while every Add brings a new one.
+func (m *Memory) sweepLocked(cut int64) {
+	m.adds = 0
+	for name, t := range m.one {
+		if t <= cut {
+			delete(m.one, name)
+		}
+	}
+	for name, s := range m.many {
+		if slices.Max(s) <= cut {
+			delete(m.many, name)
+		}
+	}
 }
 
 // Count returns the mints for name in (since, until].
 func (m *Memory) Count(_ context.Context, name string, since, until time.Time) (int64, error) {
+	lo, hi := since.UnixNano(), until.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if until.Sub(since) > m.keep {
 		m.keep = until.Sub(since)
 	}
+	in := func(t int64) bool { return t > lo && t <= hi }
+	if t, ok := m.one[name]; ok {
+		if in(t) {
+			return 1, nil
+		}
+		return 0, nil
+	}
 	var n int64
-	for _, t := range m.stamps[name] {
-		if t.After(since) && !t.After(until) {
+	for _, t := range m.many[name] {
+		if in(t) {
 			n++
 		}
 	}

@@ -2,6 +2,7 @@ package budget
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -115,5 +116,62 @@ func TestCheckDoesNotCount(t *testing.T) {
 	var ex *ExceededError
 	if err := m.Check("c"); !errors.As(err, &ex) {
 		t.Errorf("Check after the budget is used: %v", err)
+	}
+}
+
+// TestMemoryCounts: the in-process counter counts mints in (since, until]
+// exactly, whether a name holds one mint or many, forgets what no window can
+// see, and sweeps names whose mints all aged out without losing live ones.
+func TestMemoryCounts(t *testing.T) {
+	ctx := t.Context()
+	m := NewMemory()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 500, time.UTC)
+	count := func(name string, since, until time.Time) int64 {
+		t.Helper()
+		n, err := m.Count(ctx, name, since, until)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	_ = m.Add(ctx, "a", t0)
+	if got := count("a", t0.Add(-time.Nanosecond), t0); got != 1 {
+		t.Errorf("one mint, window ending on it: %d, want 1", got)
+	}
+	if got := count("a", t0, t0.Add(time.Hour)); got != 0 {
+		t.Errorf("one mint, window starting on it (exclusive): %d, want 0", got)
+	}
+	for i := 1; i < 5; i++ {
+		_ = m.Add(ctx, "a", t0.Add(time.Duration(i)*time.Minute))
+	}
+	if got := count("a", t0.Add(-time.Hour), t0.Add(time.Hour)); got != 5 {
+		t.Errorf("five mints: %d", got)
+	}
+	if got := count("a", t0.Add(time.Minute), t0.Add(3*time.Minute)); got != 2 {
+		t.Errorf("(1m, 3m]: %d, want 2", got)
+	}
+	// A mint past Keep after the others drops them: one mint left.
+	late := t0.Add(Keep + 10*time.Minute)
+	_ = m.Add(ctx, "a", late)
+	if got := count("a", late.Add(-Keep), late); got != 1 {
+		t.Errorf("after the others aged out: %d, want 1", got)
+	}
+	if len(m.many) != 0 || len(m.one) != 1 {
+		t.Errorf("one mint kept is stored as a single instant: %d many, %d one", len(m.many), len(m.one))
+	}
+	// Many names minting once each, long after "b" did: the sweep forgets
+	// "b" (nothing left to count) and keeps the recent ones.
+	_ = m.Add(ctx, "b", t0)
+	for i := range 100 {
+		_ = m.Add(ctx, fmt.Sprintf("n%d", i), late)
+	}
+	if _, ok := m.one["b"]; ok {
+		t.Error("a name whose mints all aged out was not swept")
+	}
+	if got := count("n7", late.Add(-time.Hour), late); got != 1 {
+		t.Errorf("a recent name after the sweep: %d, want 1", got)
+	}
+	if got := count("a", late.Add(-time.Hour), late); got != 1 {
+		t.Errorf("a's last mint after the sweep: %d, want 1", got)
 	}
 }
