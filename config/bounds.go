@@ -13,10 +13,10 @@ import (
 // that allocates itself out of memory, a timeout no IdP can meet, a token
 // refreshed without end, a shutdown that hangs a rollout for hours.
 const (
-	// cache.max_tokens. ristretto allocates its admission counters (ten per
-	// token) when the cache is built: about 48 MiB for a million tokens, so
-	// 1e12 killed serve before it listened. A million covers every
-	// credential plus the broker's 400k remembered client keys.
+	// cache.max_tokens bounds the cache's keys (about 300 bytes each with
+	// a small token), so it bounds the memory hostile broker clients can
+	// make the cache hold. A million covers every credential plus the
+	// broker's 400k remembered client keys.
 	minCacheTokens = 1
 	maxCacheTokens = 1_000_000
 

@@ -98,7 +98,7 @@ routes:
 		if d := decide("billing.example.com", "/v1/x?key=query-SECRET", "", ""); !d.Allowed {
 			t.Fatal(d)
 		}
-		tokens.Settle() // ristretto applies Sets asynchronously
+		tokens.Settle() // background refreshes started by the lookups finish
 	}
 	decide("search.example.com", "/v2", "spiffe://td/ns/b/sa/intruder", "")
 	decide("search.example.com", "/v2", "spiffe://td/ns/a/sa/app", "")

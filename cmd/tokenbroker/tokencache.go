@@ -53,7 +53,7 @@ func (t *tokenCache) apply(cfg *config.Config) (change, error) {
 		return change{}, nil
 	}
 	return change{commit: func() {
-		if err := t.Reconfigure(s); err != nil { // only ristretto refusing a size the config allows
+		if err := t.Reconfigure(s); err != nil { // a size the config's bounds allow is never refused; kept for the API's error
 			t.log.Error("cache settings not applied", zap.Error(err))
 		}
 	}}, nil
