@@ -5,6 +5,7 @@ package examples_test
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -30,7 +31,22 @@ import (
 // clock is the shared manual clock for the clock seams.
 type clock = testclock.Clock
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package's tests if any goroutine outlives them, and
+// removes the release the release test built, which would otherwise stay
+// in the temporary folder after every run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dir := releaseDir.Load(); dir != nil {
+		_ = os.RemoveAll(*dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // broker is an in-process tokenbroker serving HTTP forward-auth on loopback
 // from a shipped configuration, in front of a dev IdP that counts mints.

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -26,6 +27,7 @@ var release = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	releaseDir.Store(&dir)
 	cmd := exec.Command("make", "release", "DIST="+dir, "VERSION="+testVersion, "PLATFORMS="+runtime.GOOS+"/"+runtime.GOARCH)
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -33,6 +35,9 @@ var release = sync.OnceValues(func() (string, error) {
 	}
 	return dir, nil
 })
+
+// releaseDir is the folder release made, if it ran (TestMain removes it).
+var releaseDir atomic.Pointer[string]
 
 type buildError struct{ out string }
 

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -101,12 +102,14 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
-// buildBinary compiles the command once per test binary run.
+// buildBinary compiles the command once per test binary run, into
+// builtDir (TestMain removes it).
 var buildOnce = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "tokenbroker-bin")
 	if err != nil {
 		return "", err
 	}
+	builtDir.Store(&dir)
 	bin := filepath.Join(dir, "tokenbroker")
 	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -114,6 +117,9 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
+
+// builtDir is the folder buildOnce made, if it ran.
+var builtDir atomic.Pointer[string]
 
 type buildError struct{ out string }
 
