@@ -19,6 +19,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
 	"github.com/tokenbroker/tokenbroker/internal/canonpath"
+	"github.com/tokenbroker/tokenbroker/internal/logthrottle"
 )
 
 // ReasonHeader carries a short, secret-free reason on every denial.
@@ -117,10 +118,10 @@ type binding struct {
 	header         string
 	prefix, suffix string // the format split around {token}
 	formatted      atomic.Pointer[formatted]
-	sources        *sourcePolicy      // nil: any caller
-	changer        credential.Changer // non-nil for sources whose value can change in place
-	checks         *checkCounts       // this credential's Check counts (checks.go)
-	deniedLog      logThrottle        // "source not allowed" lines for this credential
+	sources        *sourcePolicy        // nil: any caller
+	changer        credential.Changer   // non-nil for sources whose value can change in place
+	checks         *checkCounts         // this credential's Check counts (checks.go)
+	deniedLog      logthrottle.Throttle // "source not allowed" lines for this credential
 }
 
 // formatted memoises the header value of the current token so the hit path
@@ -226,7 +227,7 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 		// Anyone can send these: at most one line per credential per
 		// interval, with the count since the last, and the caller's fields
 		// clipped (a principal may be megabytes long).
-		if n, ok := b.deniedLog.take(time.Now()); ok {
+		if n, ok := b.deniedLog.Take(time.Now(), denialLogEvery); ok {
 			f.log.Warn("source not allowed to use credential",
 				zap.String("credential", b.name),
 				zap.String("principal", clip(r.Principal)),
@@ -302,20 +303,3 @@ func (b *binding) value(tok credential.Token) string {
 // denialLogEvery is how often a refused caller may cause a log line per
 // credential: a flood of refused requests costs one line per interval.
 const denialLogEvery = 10 * time.Second
-
-// logThrottle lets one event through per denialLogEvery and counts the rest.
-type logThrottle struct {
-	next atomic.Int64 // Unix nanoseconds before which events are only counted
-	n    atomic.Int64 // events since the last one let through
-}
-
-// take counts one event and reports whether to log it, with the count of
-// events it stands for.
-func (l *logThrottle) take(now time.Time) (int64, bool) {
-	l.n.Add(1)
-	next := l.next.Load()
-	if now.UnixNano() < next || !l.next.CompareAndSwap(next, now.Add(denialLogEvery).UnixNano()) {
-		return 0, false
-	}
-	return l.n.Swap(0), true
-}

@@ -37,6 +37,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/filter"
+	"github.com/tokenbroker/tokenbroker/internal/logthrottle"
 )
 
 // ServiceName is the gRPC service Envoy's SDS client calls.
@@ -136,7 +137,7 @@ type Server struct {
 
 	// Lines about refused and closed streams, which anyone can cause: at
 	// most one per interval each, with the count since the last.
-	refusedLog, idleLog throttle
+	refusedLog, idleLog logthrottle.Throttle
 
 	// Test hooks, nil in production: a stream was registered (under mu), a
 	// request was applied.

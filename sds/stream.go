@@ -185,10 +185,10 @@ func (s *Server) open(ctx context.Context, key streamKey, typeURL string) error 
 // and returns err for go-control-plane to end the stream with.
 func (s *Server) refuseStreamLocked(reason, principal, address string, err error) error {
 	s.m.rejected.WithLabelValues(reason).Inc()
-	if n, ok := s.refusedLog.take(s.opts.Now()); ok {
+	if n, ok := s.refusedLog.Take(s.opts.Now(), throttleEvery); ok {
 		s.log.Warn("SDS stream refused",
 			zap.String("reason", reason), zap.String("principal", clip(principal)), zap.String("address", address),
-			zap.Int("refused", n), zap.Int("streams", len(s.streams)))
+			zap.Int64("refused", n), zap.Int("streams", len(s.streams)))
 	}
 	return err
 }
@@ -241,10 +241,10 @@ func (s *Server) idle(st *stream) {
 		return
 	}
 	s.m.rejected.WithLabelValues(rejectIdle).Inc()
-	if n, ok := s.idleLog.take(now); ok {
+	if n, ok := s.idleLog.Take(now, throttleEvery); ok {
 		s.log.Warn("SDS stream closed: no subscription it may have within the grace period",
 			zap.String("principal", clip(st.id.principal)), zap.String("address", st.id.address),
-			zap.Duration("grace", SubscribeGrace), zap.Int("closed", n))
+			zap.Duration("grace", SubscribeGrace), zap.Int64("closed", n))
 	}
 	st.closer.close(status.Errorf(codes.PermissionDenied,
 		"sds: no secret this caller may have was subscribed within %v", SubscribeGrace))
