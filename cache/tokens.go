@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokenbroker/tokenbroker/credential"
+	"github.com/tokenbroker/tokenbroker/internal/logthrottle"
 	"github.com/tokenbroker/tokenbroker/telemetry"
 )
 
@@ -65,6 +66,11 @@ type Options struct {
 	OfferEvery time.Duration
 }
 
+// mintFailLogEvery is how often failed mints may log a line (failed_mints
+// counts the ones in between). A single failing credential retries no
+// sooner than MinBackoff (1 s by default), so it still logs every attempt.
+const mintFailLogEvery = time.Second
+
 // ErrBackoff marks a request refused without calling the IdP because the
 // previous mint failed and its retry time has not come yet.
 var ErrBackoff = errors.New("waiting to retry after a failed mint")
@@ -94,7 +100,8 @@ type Tokens struct {
 	bg     sync.WaitGroup
 	mints  mintCounts // for the status chart (observe.go)
 
-	memo labelMemo // per-label lookups and soonest expiry for scrapes (summary.go)
+	memo    labelMemo            // per-label lookups and soonest expiry for scrapes (summary.go)
+	failLog logthrottle.Throttle // "mint failed" lines, one per mintFailLogEvery
 
 	offerMu  sync.Mutex         // guards offers and offering
 	offers   map[string]offered // by Key.ID: minted while L2 was away, to be offered (offer.go)
@@ -345,11 +352,18 @@ func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any,
 		tr.lastFailure = failure{err.Error(), now}
 		tr.nextAttempt = now.Add(t.backoff(tr.failures, err))
 		endMint(span, err, latency, tr.nextAttempt.Sub(now))
-		t.opts.Logger.Warn("mint failed",
-			zap.String("credential", s.name),
-			zap.Error(err),
-			zap.Int("consecutive_failures", tr.failures),
-			zap.Time("next_attempt", tr.nextAttempt))
+		// An IdP outage fails every key at once (100k broker clients, each
+		// on its own back-off): one line per interval, naming the latest
+		// failure and counting the rest; the status page and the mint
+		// metrics keep every key's.
+		if n, ok := t.failLog.Take(now, mintFailLogEvery); ok {
+			t.opts.Logger.Warn("mint failed",
+				zap.String("credential", s.name),
+				zap.Error(err),
+				zap.Int("consecutive_failures", tr.failures),
+				zap.Time("next_attempt", tr.nextAttempt),
+				zap.Int64("failed_mints", n))
+		}
 		// A still-valid older token keeps being served by the hit path.
 		return nil, &UnavailableError{Name: s.name, RetryAt: tr.nextAttempt, Err: err}
 	}
