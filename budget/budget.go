@@ -195,6 +195,9 @@ func NewMeter(c Counter, now func() time.Time, log *zap.Logger, reg prometheus.R
 }
 
 // Set gives name a policy. A name without one is counted with no limit.
+// A policy with neither a limit nor a price acts as none, so it is not
+// kept (100k configured credentials without budgets would otherwise hold
+// ~90 B each) and replaces one set before.
 func (m *Meter) Set(name string, p Policy) {
 	if p.Window <= 0 {
 		p.Window = 720 * time.Hour
@@ -203,7 +206,11 @@ func (m *Meter) Set(name string, p Policy) {
 		p.Label = name
 	}
 	m.mu.Lock()
-	m.policies[name] = p
+	if p.Limit == 0 && p.CostPerMint == 0 {
+		delete(m.policies, name)
+	} else {
+		m.policies[name] = p
+	}
 	m.mu.Unlock()
 }
 

@@ -175,3 +175,30 @@ func TestMemoryCounts(t *testing.T) {
 		t.Errorf("a's last mint after the sweep: %d, want 1", got)
 	}
 }
+
+// A policy that says nothing is not kept, and it replaces one that did: a
+// reload that removes a credential's budget leaves it unlimited.
+func TestSetForgetsEmptyPolicy(t *testing.T) {
+	m := NewMeter(nil, nil, nil, nil)
+	m.Set("a", Policy{})
+	if _, ok := m.Policy("a"); ok {
+		t.Fatal("an empty policy was kept")
+	}
+	m.Set("a", Policy{Limit: 1, Enforce: true})
+	if err := m.Take("a"); err != nil {
+		t.Fatalf("first mint: %v", err)
+	}
+	if err := m.Take("a"); err == nil {
+		t.Fatal("second mint allowed past an enforced limit of 1")
+	}
+	m.Set("a", Policy{})
+	if _, ok := m.Policy("a"); ok {
+		t.Fatal("the removed budget is still kept")
+	}
+	if err := m.Take("a"); err != nil {
+		t.Fatalf("mint after the budget was removed: %v", err)
+	}
+	if u := m.Usage("a"); u.Month != 2 { // the refused mint is not counted
+		t.Fatalf("mints counted without a policy: %d, want 2", u.Month)
+	}
+}

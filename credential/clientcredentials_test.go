@@ -515,3 +515,23 @@ func TestNewClientCredentialsRejects(t *testing.T) {
 		t.Error("nil configuration accepted")
 	}
 }
+
+// A plain client_secret client carries none of the rarely used settings:
+// it points at the one shared empty value (100k of them must not pay for
+// assertion, grant-file and mTLS fields each).
+func TestClientCredentialsShareEmptyRare(t *testing.T) {
+	a, err := NewClientCredentials(credentialFor("https://idp.example.com/token"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.rare != &noRare {
+		t.Fatalf("a client_secret_basic client keeps its own rare settings: %+v", *a.rare)
+	}
+	j, err := NewClientCredentials(credentialFor("https://idp.example.com/token", func(c *config.Credential) { c.AuthMethod = "client_secret_jwt" }), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.rare.assertionAud != "https://idp.example.com/token" {
+		t.Fatalf("client_secret_jwt assertion audience %q, want the token URL", j.rare.assertionAud)
+	}
+}

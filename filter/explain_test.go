@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 )
 
@@ -21,7 +22,7 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 	}
 	bindings := map[string]*binding{}
 	for _, r := range routes {
-		bindings[r.Credential] = &binding{name: r.Credential}
+		bindings[r.Credential] = &binding{key: cache.Key{Name: r.Credential}}
 	}
 	tbl := newTable(routes, bindings)
 	hosts := []string{"billing.example.com", "BILLING.example.com:443", "x.billing.example.com", "orders.example.com", "example.com", "api.eu.example.com", "x.eu.example.com", "evil.net", ""}
@@ -31,7 +32,7 @@ func TestExplainAgreesWithMatch(t *testing.T) {
 			for _, method := range []string{"GET", "DELETE"} {
 				want := ""
 				if rt, _ := tbl.match(host, path, method, true); rt != nil {
-					want = rt.binding.name
+					want = rt.binding.key.Name
 				}
 				got := ""
 				for _, v := range Explain(routes, host, path, method) {

@@ -22,7 +22,7 @@ func (f *Filter) trace(ctx context.Context, r *Request, path string, b *binding)
 		rt, _ := f.routes.match(r.Host, path, r.Method, true) // b != nil: path is canonical
 		route = f.routeNames[rt]
 	}
-	span.SetAttributes(telemetry.KeyCredential.String(b.name), telemetry.KeyRoute.String(route))
+	span.SetAttributes(telemetry.KeyCredential.String(b.key.Name), telemetry.KeyRoute.String(route))
 }
 
 // nameRoutes labels every route host[path_prefix] for spans, only while

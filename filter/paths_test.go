@@ -138,7 +138,7 @@ func manyWildcards() (routes []config.Route, bindings map[string]*binding) {
 			host = fmt.Sprintf("*.eu.svc%d.example.com", i)
 		}
 		routes = append(routes, config.Route{Host: host, Credential: name})
-		bindings[name] = &binding{name: name}
+		bindings[name] = &binding{key: cache.Key{Name: name}}
 	}
 	return routes, bindings
 }
@@ -170,10 +170,10 @@ func TestWildcardWorkIndependentOfHostSize(t *testing.T) {
 		t.Fatalf("1 MB host: %d lookups, %d bytes", k, b)
 	}
 	// Still correct for ordinary hosts.
-	if r, _ := tbl.match("x.y.svc1.example.com", "/", "GET", true); r == nil || r.binding.name != "c1" {
+	if r, _ := tbl.match("x.y.svc1.example.com", "/", "GET", true); r == nil || r.binding.key.Name != "c1" {
 		t.Fatal("wildcard no longer matches")
 	}
-	if r, _ := tbl.match("a.eu.svc4.example.com", "/", "GET", true); r == nil || r.binding.name != "c4" {
+	if r, _ := tbl.match("a.eu.svc4.example.com", "/", "GET", true); r == nil || r.binding.key.Name != "c4" {
 		t.Fatal("4-label wildcard no longer matches")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tokenbroker/tokenbroker/cache"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/canonpath"
 )
@@ -20,7 +21,7 @@ func TestRouteMatching(t *testing.T) {
 	}
 	bindings := map[string]*binding{}
 	for _, r := range routes {
-		bindings[r.Credential] = &binding{name: r.Credential}
+		bindings[r.Credential] = &binding{key: cache.Key{Name: r.Credential}}
 	}
 	tbl := newTable(routes, bindings)
 	tests := []struct {
@@ -57,7 +58,7 @@ func TestRouteMatching(t *testing.T) {
 			got := ""
 			path, ok := canonpath.Canonical(tt.path)
 			if b, _ := tbl.match(tt.host, path, tt.method, ok); b != nil {
-				got = b.binding.name
+				got = b.binding.key.Name
 			}
 			if got != tt.want {
 				t.Fatalf("got %q, want %q", got, tt.want)
@@ -76,7 +77,7 @@ func BenchmarkRouteMatch1000(b *testing.B) {
 			host = fmt.Sprintf("*.svc%d.example.com", i)
 		}
 		routes = append(routes, config.Route{Host: host, PathPrefix: "/v1", Credential: name})
-		bindings[name] = &binding{name: name}
+		bindings[name] = &binding{key: cache.Key{Name: name}}
 	}
 	tbl := newTable(routes, bindings)
 	b.ReportAllocs()

@@ -27,8 +27,8 @@ type Page struct {
 	tokens  *cache.Tokens
 	broker  atomic.Pointer[broker.Broker] // nil when the broker is off; swapped by a reload
 	meter   *budget.Meter
-	creds   atomic.Pointer[credentials]         // swapped by a configuration reload
-	routes  atomic.Pointer[map[string][]string] // credential -> its routes, swapped by a reload
+	creds   atomic.Pointer[credentials] // swapped by a configuration reload
+	routes  atomic.Pointer[routeIndex]  // each credential's routes, swapped by a reload
 	refresh time.Duration
 	// subscribers reports push mode's SDS subscribers per credential.
 	subscribers atomic.Pointer[func() map[string]int]
@@ -68,8 +68,7 @@ func (p *Page) SetBroker(b *broker.Broker) { p.broker.Store(b) }
 
 // SetRoutes replaces the routes shown with each credential (after a reload).
 func (p *Page) SetRoutes(routes []config.Route) {
-	r := routesOf(routes)
-	p.routes.Store(&r)
+	p.routes.Store(newRouteIndex(routes))
 }
 
 // SetDecisions makes the page count Checks from d (the filter's metrics,
@@ -192,10 +191,7 @@ func (p *Page) DataPage(n int) Data {
 	if dec := p.decisions.Load(); dec != nil {
 		d.Denials = (*dec).Recent()
 	}
-	var routes map[string][]string
-	if r := p.routes.Load(); r != nil {
-		routes = *r
-	}
+	routes := p.routes.Load()
 	cs := p.creds.Load()
 	var clients []broker.ClientState
 	b := p.broker.Load()
@@ -214,7 +210,7 @@ func (p *Page) DataPage(n int) Data {
 	for i := from; i < to && i < len(cs.names); i++ {
 		name := cs.names[i]
 		cr := cs.byName[name]
-		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes[name], Subscribers: subs[name],
+		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes.of(name), Subscribers: subs[name],
 			ChecksHour: checksOf[name].Hour, ChecksDay: checksOf[name].Day}
 		if s, ok := p.tokens.State(cache.Key{ID: cs.identity(i), Name: name}); ok {
 			r.fold(s, now)
