@@ -62,10 +62,13 @@ func TestDeadLockHolderCostsOneMint(t *testing.T) {
 				c.Advance(50 * time.Minute)
 				want = "token-2"
 			}
-			// The holder that will die: it takes the lock and never mints.
-			if _, held, err := newL2().Lock(ctx, key); err != nil || !held {
+			// The holder that will die: it takes the lock and never mints;
+			// its tier closes as its process would end (no more renewals).
+			holder := newL2()
+			if _, held, err := holder.Lock(ctx, key); err != nil || !held {
 				t.Fatalf("holder lock: %v %v", held, err)
 			}
+			_ = holder.Close()
 			before := src.calls.Load()
 			var wg sync.WaitGroup
 			got := make([]string, len(survivors))
@@ -98,5 +101,65 @@ func TestDeadLockHolderCostsOneMint(t *testing.T) {
 				t.Fatalf("timed_out = %v: a survivor minted without the lock", timedOut)
 			}
 		})
+	}
+}
+
+// TestSlowMintKeepsTheLock: a replica whose mint outlasts lock_ttl keeps
+// the fleet lock (it renews it while minting), so a second replica waits
+// for its token instead of taking the expired lock and minting again.
+func TestSlowMintKeepsTheLock(t *testing.T) {
+	const lockTTL = 300 * time.Millisecond // real time: Redis expires the lock
+	c := newClock()
+	r := testpeer.StartRedis(t)
+	k := newKey(t)
+	var tiers []*Tokens
+	for range 2 {
+		l2, err := NewRedis(RedisOptions{Addrs: []string{r.Addr}, Sealer: mustSealer(t, k), Timeout: time.Second,
+			LockTTL: lockTTL, Now: c.Now, Meter: NewL2Metrics(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l2.Close() })
+		tk, err := New(Options{ExpiryMargin: 30 * time.Second, Now: c.Now, L2: l2, L2Meter: l2.opts.Meter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tk.Close)
+		tiers = append(tiers, tk)
+	}
+	ctx := context.Background()
+	slow := &source{clock: c, lifetime: time.Hour, gate: make(chan struct{}), started: make(chan struct{}, 1)}
+	first := make(chan error, 1)
+	go func() {
+		_, err := tiers[0].Get(ctx, key, slow)
+		first <- err
+	}()
+	<-slow.started // replica 0 holds the lock and is minting
+	second := make(chan string, 1)
+	other := &source{clock: c, lifetime: time.Hour}
+	go func() {
+		tok, err := tiers[1].Get(ctx, key, other)
+		if err != nil {
+			tok.Value = err.Error()
+		}
+		second <- tok.Value
+	}()
+	// Let the mint outlast two lock lifetimes (Redis's clock is real).
+	// Without renewal the lock expires and replica 1 takes it and mints.
+	expired := time.After(2 * lockTTL)
+	select {
+	case v := <-second:
+		t.Fatalf("replica 1 answered %q while replica 0 was still minting under the lock", v)
+	case <-expired:
+	}
+	close(slow.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if v := <-second; v != "token-1" {
+		t.Fatalf("replica 1 got %q, want replica 0's token-1", v)
+	}
+	if n := other.calls.Load(); n != 0 {
+		t.Fatalf("replica 1 minted %d times while the lock holder was minting, want 0", n)
 	}
 }

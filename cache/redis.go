@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -137,6 +138,10 @@ const topologyGap = 100 * time.Millisecond
 // releaseScript deletes the lock only if it still holds our owner value, so a
 // replica whose lock expired cannot free another replica's lock.
 var releaseScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+// extendScript renews the lock's lifetime only if it still holds our owner
+// value: a holder whose lock expired and was taken cannot take it back.
+var extendScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
 
 // NewRedis builds the Redis tier. It does not connect: a Redis that is down
 // at start is like one that fails later (local mints until it is back).
@@ -544,7 +549,16 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 		return nil, false, fmt.Errorf("shared cache: lock: %w", err)
 	}
 	r.opts.Meter.lock(key.Name, "acquired")
+	// While this replica mints, the lock is renewed every third of its
+	// lifetime, so a mint slower than lock_ttl (a slow IdP, a starved CPU)
+	// does not let another replica take the lock and mint too. A holder that
+	// dies stops renewing and its lock expires as before; the renewal also
+	// stops when the lock is lost, released, or the tier closed.
+	stop, renewed := make(chan struct{}), make(chan struct{})
+	go r.renewLock(name, val, stop, renewed)
 	release := func() {
+		close(stop)
+		<-renewed
 		// Not the caller's context: the lock should go even if it was cancelled.
 		err := r.do(context.Background(), opLock, name, func(ctx context.Context) error {
 			return releaseScript.Run(ctx, r.client, []string{name}, val).Err()
@@ -555,6 +569,34 @@ func (r *Redis) Lock(ctx context.Context, key Key) (func(), bool, error) {
 		}
 	}
 	return release, true, nil
+}
+
+// renewLock extends the lock name, held with owner value val, every third
+// of LockTTL until stop closes, the lock is no longer ours, or the tier is
+// closed; it closes done when it returns.
+func (r *Redis) renewLock(name, val string, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(max(r.opts.LockTTL/3, time.Millisecond))
+	defer tick.Stop()
+	ttl := strconv.FormatInt(r.opts.LockTTL.Milliseconds(), 10)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-r.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var ours int64
+		err := r.do(r.ctx, opLock, name, func(ctx context.Context) (err error) {
+			ours, err = extendScript.Run(ctx, r.client, []string{name}, val, ttl).Int64()
+			return err
+		})
+		if err == nil && ours == 0 {
+			return // expired and maybe taken: never take it back
+		}
+		// An error leaves the lock to expire unless the next renewal works.
+	}
 }
 
 // Ping checks the connection once, outside the breaker (for start-up logs).
