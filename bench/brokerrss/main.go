@@ -14,9 +14,7 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +29,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/bench/internal/serveproc"
 )
 
 func main() {
@@ -115,12 +115,19 @@ broker:
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	addr, err := brokerAddr(stderr)
+	serving, err := serveproc.Serving(stderr, func(line string) { fmt.Fprintln(os.Stderr, line) }, func(line string) {
+		// One Info line per mint; keep only the runtime's GC trace
+		// (GODEBUG=gctrace=1) to say what the heap held.
+		if strings.HasPrefix(line, "gc ") {
+			lastGC.Store(&line)
+		}
+	})
 	if err != nil {
 		return err
 	}
+	addr := serveproc.Addr(serving, "broker")
 	pid := cmd.Process.Pid
-	base := procMB(pid, "VmRSS:")
+	base := serveproc.MB(pid, "VmRSS:")
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}, Timeout: 30 * time.Second}
 	pass := func() error {
@@ -160,7 +167,7 @@ broker:
 		return fmt.Errorf("first pass: %w", err)
 	}
 	fill := time.Since(start)
-	afterFill := procMB(pid, "VmRSS:")
+	afterFill := serveproc.MB(pid, "VmRSS:")
 	minted := ip.mints.Load()
 	start = time.Now()
 	if err := pass(); err != nil {
@@ -170,13 +177,13 @@ broker:
 	if again := ip.mints.Load() - minted; again != 0 {
 		return fmt.Errorf("second pass minted %d tokens, want 0", again)
 	}
-	afterSecond := procMB(pid, "VmRSS:")
+	afterSecond := serveproc.MB(pid, "VmRSS:")
 	steady := afterSecond
 	for deadline := time.Now().Add(settle); time.Now().Before(deadline); {
 		time.Sleep(time.Second) // sampling a process from outside: there is nothing to wait on
-		steady = max(steady, procMB(pid, "VmRSS:"))
+		steady = max(steady, serveproc.MB(pid, "VmRSS:"))
 	}
-	peak := procMB(pid, "VmHWM:")
+	peak := serveproc.MB(pid, "VmHWM:")
 	fmt.Printf("%d broker clients, tokens of %d bytes: %d mints in the first pass (%s), 0 in the second (%s)\n",
 		n, tokenBytes, minted, fill.Round(time.Millisecond), second.Round(time.Millisecond))
 	fmt.Printf("RSS of tokenbroker serve: %.0f MB at start, %.0f MB after the fill, %.0f MB after the second pass, %.0f MB max over the next %s, peak %.0f MB\n",
@@ -191,44 +198,5 @@ broker:
 	return nil
 }
 
-// brokerAddr reads the serve log until the "serving" line names the broker
-// listener, then keeps draining the log.
-func brokerAddr(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
-			addr, _ := m["broker"].(string)
-			go func() {
-				// One Info line per mint; keep only the runtime's GC trace
-				// (GODEBUG=gctrace=1) to say what the heap held.
-				for sc.Scan() {
-					if l := sc.Text(); strings.HasPrefix(l, "gc ") {
-						lastGC.Store(&l)
-					}
-				}
-			}()
-			return addr, nil
-		}
-		fmt.Fprintln(os.Stderr, sc.Text())
-	}
-	return "", errors.New("tokenbroker exited before serving")
-}
-
 // lastGC is the child's last GC trace line, when GODEBUG=gctrace=1 is set.
 var lastGC atomic.Pointer[string]
-
-// procMB reads one "kB" field of /proc/PID/status in MB.
-func procMB(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return -1
-}

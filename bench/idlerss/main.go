@@ -14,10 +14,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +32,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tokenbroker/tokenbroker/bench/internal/serveproc"
 )
 
 func main() {
@@ -116,12 +115,18 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	grpcAddr, adminAddr, err := addrs(stderr)
+	serving, err := serveproc.Serving(stderr, func(line string) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["level"] != "warn" && m["level"] != "info" {
+			fmt.Fprintln(os.Stderr, line)
+		}
+	}, nil)
 	if err != nil {
 		return err
 	}
+	grpcAddr, adminAddr := serveproc.Addr(serving, "grpc"), serveproc.Addr(serving, "admin")
 	pid := cmd.Process.Pid
-	fmt.Printf("%d credentials: serving after %s, RSS %.0f MB\n", n, time.Since(start).Round(time.Millisecond), procMB(pid, "VmRSS:"))
+	fmt.Printf("%d credentials: serving after %s, RSS %.0f MB\n", n, time.Since(start).Round(time.Millisecond), serveproc.MB(pid, "VmRSS:"))
 
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -173,7 +178,7 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 		return io.Copy(io.Discard, res.Body)
 	}
 	minted := ip.mints.Load()
-	cpu0, rss0 := cpuSeconds(pid), procMB(pid, "VmRSS:")
+	cpu0, rss0 := serveproc.CPUSeconds(pid), serveproc.MB(pid, "VmRSS:")
 	lo, hi := rss0, rss0
 	fmt.Printf("idle for %s (RSS every %s, /metrics every %s):\n  t=0s RSS %.0f MB\n", idle, every, scrape, rss0)
 	t0 := time.Now()
@@ -211,68 +216,19 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	}
 	for time.Since(t0) < idle {
 		<-sample.C
-		rss := procMB(pid, "VmRSS:")
+		rss := serveproc.MB(pid, "VmRSS:")
 		lo, hi = min(lo, rss), max(hi, rss)
 		fmt.Printf("  t=%.0fs RSS %.0f MB\n", time.Since(t0).Seconds(), rss)
 	}
 	close(done)
 	scrapers.Wait()
-	cpu := cpuSeconds(pid) - cpu0
-	rss := procMB(pid, "VmRSS:")
+	cpu := serveproc.CPUSeconds(pid) - cpu0
+	rss := serveproc.MB(pid, "VmRSS:")
 	if again := ip.mints.Load() - minted; again != 0 {
 		fmt.Printf("note: %d mints while idle\n", again)
 	}
 	fmt.Printf("idle %s: RSS %.0f → %.0f MB (min %.0f, max %.0f, growth %+.0f MB), CPU %.2f s (%.1f%% of one core), peak RSS %.0f MB\n",
-		idle, rss0, rss, lo, hi, rss-rss0, cpu, 100*cpu/idle.Seconds(), procMB(pid, "VmHWM:"))
+		idle, rss0, rss, lo, hi, rss-rss0, cpu, 100*cpu/idle.Seconds(), serveproc.MB(pid, "VmHWM:"))
 	fmt.Printf("scrapes: /metrics %d bytes, slowest %s, %d failed\n", scraped.Load(), time.Duration(slowest.Load()).Round(time.Millisecond), scrapeFailed.Load())
 	return nil
-}
-
-// addrs reads the serve log until the "serving" line, then keeps draining it.
-func addrs(r io.Reader) (grpcAddr, adminAddr string, err error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
-			grpcAddr, _ = m["grpc"].(string)
-			adminAddr, _ = m["admin"].(string)
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return grpcAddr, adminAddr, nil
-		}
-		if m["level"] != "warn" && m["level"] != "info" {
-			fmt.Fprintln(os.Stderr, sc.Text())
-		}
-	}
-	return "", "", errors.New("tokenbroker exited before serving")
-}
-
-// procMB reads one "kB" field of /proc/PID/status in MB.
-func procMB(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return -1
-}
-
-// cpuSeconds is the process's user + system CPU time from /proc/PID/stat.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
 }

@@ -41,6 +41,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tokenbroker/tokenbroker/bench/internal/serveproc"
 )
 
 func main() {
@@ -151,13 +153,14 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	pid := cmd.Process.Pid
-	addr, err := grpcAddr(stderr)
+	serving, err := serveproc.Serving(stderr, nil, nil)
 	if err != nil {
 		return err
 	}
+	addr := serveproc.Addr(serving, "grpc")
 	loaded := time.Since(started)
-	ready := procMB(pid, "VmRSS:")
-	readyPeak := procMB(pid, "VmHWM:")
+	ready := serveproc.MB(pid, "VmRSS:")
+	readyPeak := serveproc.MB(pid, "VmHWM:")
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -203,14 +206,14 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 	if m := ip.mints.Load(); m != int64(n) {
 		return fmt.Errorf("%d mints for %d routes, want one each", m, n)
 	}
-	filled := procMB(pid, "VmRSS:")
+	filled := serveproc.MB(pid, "VmRSS:")
 	low, high, last := filled, filled, filled
 	for deadline := time.Now().Add(settle); time.Now().Before(deadline); {
 		time.Sleep(time.Second) // sampling a process from outside: there is nothing to wait on
-		last = procMB(pid, "VmRSS:")
+		last = serveproc.MB(pid, "VmRSS:")
 		low, high = min(low, last), max(high, last)
 	}
-	peak := procMB(pid, "VmHWM:")
+	peak := serveproc.MB(pid, "VmHWM:")
 
 	fmt.Printf("%d credentials and routes (a %.1f MB file), tokens of %d bytes: ready in %s, %d mints in %s\n",
 		n, float64(size)/(1<<20), tokenBytes, loaded.Round(time.Millisecond), n, fill.Round(time.Millisecond))
@@ -221,40 +224,4 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 		return fmt.Errorf("steady RSS %.0f MB over the %.0f MB target", last, limitMB)
 	}
 	return nil
-}
-
-// grpcAddr reads the serve log until the "serving" line names the gRPC
-// listener, then keeps draining the log.
-func grpcAddr(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var last []string
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
-			addr, _ := m["grpc"].(string)
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return addr, nil
-		}
-		last = append(last[max(len(last)-9, 0):], sc.Text())
-	}
-	return "", fmt.Errorf("tokenbroker exited before serving; its last lines:\n%s", strings.Join(last, "\n"))
-}
-
-// procMB reads one "kB" field of /proc/PID/status in MB.
-func procMB(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return -1
 }

@@ -1,0 +1,82 @@
+// Package serveproc is what the memory benchmarks (bench/rss, bench/idlerss,
+// bench/brokerrss) need of a real `tokenbroker serve` they started: its
+// listeners' addresses from the log, and its RSS and CPU time from /proc,
+// read from the outside the way `kubectl top` sees them.
+package serveproc
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Serving reads the serve log r until the "serving" line and returns that
+// line's fields (the listeners' addresses: "grpc", "admin", "broker", …).
+// Lines before it go to before, lines after it to after (each may be nil);
+// r is drained in the background so the child never blocks on its log.
+func Serving(r io.Reader, before, after func(line string)) (map[string]any, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var last []string
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "serving" {
+			go func() {
+				for sc.Scan() {
+					if after != nil {
+						after(sc.Text())
+					}
+				}
+			}()
+			return m, nil
+		}
+		if before != nil {
+			before(sc.Text())
+		}
+		last = append(last[max(len(last)-9, 0):], sc.Text())
+	}
+	return nil, fmt.Errorf("tokenbroker exited before serving; its last lines:\n%s", strings.Join(last, "\n"))
+}
+
+// Addr is the string field name of a "serving" line ("" when absent).
+func Addr(serving map[string]any, name string) string {
+	s, _ := serving[name].(string)
+	return s
+}
+
+// MB reads one "kB" field of /proc/PID/status ("VmRSS:", "VmHWM:") in MB;
+// -1 when it cannot be read.
+func MB(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+// CPUSeconds is the process's user + system CPU time from /proc/PID/stat;
+// -1 when it cannot be read.
+func CPUSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
