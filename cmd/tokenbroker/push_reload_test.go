@@ -11,11 +11,7 @@ import (
 	"testing"
 	"time"
 
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -27,42 +23,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/testcerts"
 )
-
-// secretStream is a SotW SDS subscription to one credential, ACKing every
-// response as Envoy does.
-type secretStream struct {
-	s    secretv3.SecretDiscoveryService_StreamSecretsClient
-	name string
-}
-
-func subscribeSecret(ctx context.Context, conn *grpc.ClientConn, name string) (*secretStream, error) {
-	st, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{name}}); err != nil {
-		return nil, err
-	}
-	return &secretStream{s: st, name: name}, nil
-}
-
-// next returns the value of the next response and ACKs it.
-func (x *secretStream) next() (string, error) {
-	resp, err := x.s.Recv()
-	if err != nil {
-		return "", err
-	}
-	if len(resp.GetResources()) != 1 {
-		return "", fmt.Errorf("%d resources", len(resp.GetResources()))
-	}
-	var sec tlsv3.Secret
-	if err := resp.GetResources()[0].UnmarshalTo(&sec); err != nil {
-		return "", err
-	}
-	err = x.s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{x.name},
-		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
-	return sec.GetGenericSecret().GetSecret().GetInlineString(), err
-}
 
 func startInProcess(t *testing.T, path string) (*assembly, *logBuffer) {
 	t.Helper()
@@ -147,7 +107,7 @@ func TestReloadListenTLSEndsSDSStreamsOfTheOldServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a failure guard
 	defer cancel()
 	oldConn := dialAs(oldCA)
-	st, err := subscribeSecret(ctx, oldConn, "a")
+	st, err := openSDS(ctx, oldConn, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,12 +150,12 @@ func TestReloadListenTLSEndsSDSStreamsOfTheOldServer(t *testing.T) {
 	}
 
 	// New streams are judged by the new policy.
-	if st, err := subscribeSecret(ctx, dialAs(oldCA), "a"); err == nil {
+	if st, err := openSDS(ctx, dialAs(oldCA), "a"); err == nil {
 		if v, err := st.next(); err == nil {
 			t.Fatalf("a certificate of the removed client CA got %q", v)
 		}
 	}
-	st, err = subscribeSecret(ctx, dialAs(newCA), "a")
+	st, err = openSDS(ctx, dialAs(newCA), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +187,7 @@ func TestReloadExpiryMarginRetimesPushFeeds(t *testing.T) {
 	a, logs := startInProcess(t, path)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a failure guard
 	defer cancel()
-	st, err := subscribeSecret(ctx, dial(t, a.grpc.addr().String()), "a")
+	st, err := openSDS(ctx, dial(t, a.grpc.addr().String()), "a")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,26 +23,27 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/testpeer"
 )
 
-// sdsStream is one SotW SDS subscription to the fleet credential, driven as
+// sdsStream is one SotW SDS subscription to one credential, driven as
 // Envoy drives it: every response is ACKed.
 type sdsStream struct {
 	s      secretv3.SecretDiscoveryService_StreamSecretsClient
+	name   string
 	cancel context.CancelFunc
 }
 
-func openSDS(ctx context.Context, conn *grpc.ClientConn, node string) (*sdsStream, error) {
+func openSDS(ctx context.Context, conn *grpc.ClientConn, name string) (*sdsStream, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	st, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	err = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{"fleet"}})
+	err = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{name}})
 	if err != nil && err != io.EOF {
 		cancel()
 		return nil, err
 	}
-	return &sdsStream{s: st, cancel: cancel}, nil
+	return &sdsStream{s: st, name: name, cancel: cancel}, nil
 }
 
 // next returns the value of the next response and ACKs it.
@@ -58,7 +59,7 @@ func (x *sdsStream) next() (string, error) {
 	if err := resp.GetResources()[0].UnmarshalTo(&sec); err != nil {
 		return "", err
 	}
-	err = x.s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{"fleet"},
+	err = x.s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{x.name},
 		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
 	return sec.GetGenericSecret().GetSecret().GetInlineString(), err
 }
@@ -101,7 +102,7 @@ func TestSDSFleetOneMintOneValue(t *testing.T) {
 	}
 	for i := range streams {
 		wg.Go(func() {
-			st, err := openSDS(ctx, conns[i%len(conns)], fmt.Sprintf("envoy-%d", i))
+			st, err := openSDS(ctx, conns[i%len(conns)], "fleet")
 			if err != nil {
 				fail(err)
 				return
@@ -219,7 +220,7 @@ shutdown:
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn := dial(t, p.grpcAddr)
-	st, err := openSDS(ctx, conn, "envoy")
+	st, err := openSDS(ctx, conn, "fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
