@@ -12,26 +12,27 @@ import (
 // packages of a lower layer. A new package gets its place here.
 var layers = map[string]int{
 	// Leaf helpers that import nothing of tokenbroker; any layer may use them.
-	"internal/canonpath":   -1,
-	"internal/credlabel":   -1,
-	"internal/logthrottle": -1,
-	"internal/httpserver":  -1,
-	"internal/testcerts":   -1, // test helpers: certificates, used by testpeer's TLS Redis
-	"config":               0,
-	"internal/testclock":   0,
-	"internal/devidp":      0,
-	"internal/testpeer":    0,
-	"telemetry":            1, // spans for every layer above; knows config's tracing section only
-	"credential":           2,
-	"budget":               2,
-	"admin":                2,
-	"internal/tlsreload":   2,
-	"cache":                3,
-	"filter":               4,
-	"broker":               4,
-	"envoy":                5,
-	"sds":                  5, // push mode: Envoy's SDS wire format beside envoy's ext_authz
-	"status":               5,
+	"internal/canonpath":       -1,
+	"internal/credlabel":       -1,
+	"internal/logthrottle":     -1,
+	"internal/httpserver":      -1,
+	"internal/testcerts":       -1, // test helpers: certificates, used by testpeer's TLS Redis
+	"bench/internal/serveproc": -1, // the memory benchmarks' view of a serve process: /proc and its log
+	"config":                   0,
+	"internal/testclock":       0,
+	"internal/devidp":          0,
+	"internal/testpeer":        0,
+	"telemetry":                1, // spans for every layer above; knows config's tracing section only
+	"credential":               2,
+	"budget":                   2,
+	"admin":                    2,
+	"internal/tlsreload":       2,
+	"cache":                    3,
+	"filter":                   4,
+	"broker":                   4,
+	"envoy":                    5,
+	"sds":                      5, // push mode: Envoy's SDS wire format beside envoy's ext_authz
+	"status":                   5,
 }
 
 // TestImportsRunOneWay: cmd → envoy → filter → cache → credential, config
@@ -44,11 +45,13 @@ func TestImportsRunOneWay(t *testing.T) {
 	}
 	layer := func(path string) (int, bool) {
 		rel := strings.TrimPrefix(path, module)
+		if n, ok := layers[rel]; ok {
+			return n, true
+		}
 		if strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "bench/") || strings.HasPrefix(rel, "examples") {
 			return 9, true
 		}
-		n, ok := layers[rel]
-		return n, ok
+		return 0, false
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for {
