@@ -115,13 +115,9 @@ broker:
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	serving, err := serveproc.Serving(stderr, func(line string) { fmt.Fprintln(os.Stderr, line) }, func(line string) {
-		// One Info line per mint; keep only the runtime's GC trace
-		// (GODEBUG=gctrace=1) to say what the heap held.
-		if strings.HasPrefix(line, "gc ") {
-			lastGC.Store(&line)
-		}
-	})
+	// One Info line per mint after serving; keep only the GC trace.
+	var gc serveproc.GCTrace
+	serving, err := serveproc.Serving(stderr, func(line string) { fmt.Fprintln(os.Stderr, line) }, gc.Note)
 	if err != nil {
 		return err
 	}
@@ -189,14 +185,9 @@ broker:
 	fmt.Printf("RSS of tokenbroker serve: %.0f MB at start, %.0f MB after the fill, %.0f MB after the second pass, %.0f MB max over the next %s, peak %.0f MB\n",
 		base, afterFill, afterSecond, steady, settle, peak)
 	fmt.Printf("per client: %.0f bytes (steady − start)\n", (steady-base)*(1<<20)/float64(n))
-	if l := lastGC.Load(); l != nil {
-		fmt.Printf("last GC of tokenbroker (heap before->after->live MB): %s\n", *l)
-	}
+	gc.Print(os.Stdout)
 	if limitMB > 0 && steady > limitMB {
 		return fmt.Errorf("RSS %.0f MB over the %.0f MB target", steady, limitMB)
 	}
 	return nil
 }
-
-// lastGC is the child's last GC trace line, when GODEBUG=gctrace=1 is set.
-var lastGC atomic.Pointer[string]

@@ -54,6 +54,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 		log.Error("start failed", zap.Error(err))
 		return 1
 	}
+	followLiveHeap() // the GC goal follows the heap the traffic builds (gcgoal.go)
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	reloading := make(chan struct{})
 	go func() {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // Serving reads the serve log r until the "serving" line and returns that
@@ -79,4 +80,22 @@ func CPUSeconds(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ
+}
+
+// GCTrace keeps the child's last runtime GC trace line (GODEBUG=gctrace=1),
+// which says what its heap really held; Note is a Serving line func.
+type GCTrace struct{ last atomic.Pointer[string] }
+
+// Note keeps line when it is a GC trace line.
+func (g *GCTrace) Note(line string) {
+	if strings.HasPrefix(line, "gc ") {
+		g.last.Store(&line)
+	}
+}
+
+// Print writes the last GC line, if any, to w.
+func (g *GCTrace) Print(w io.Writer) {
+	if l := g.last.Load(); l != nil {
+		fmt.Fprintf(w, "last GC of tokenbroker (heap before->after->live MB): %s\n", *l)
+	}
 }
