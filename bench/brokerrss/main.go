@@ -186,6 +186,7 @@ broker:
 		base, afterFill, afterSecond, steady, settle, peak)
 	fmt.Printf("per client: %.0f bytes (steady − start)\n", (steady-base)*(1<<20)/float64(n))
 	gc.Print(os.Stdout)
+	serveproc.Runtime(os.Stdout, serveproc.Addr(serving, "admin"))
 	if limitMB > 0 && steady > limitMB {
 		return fmt.Errorf("RSS %.0f MB over the %.0f MB target", steady, limitMB)
 	}

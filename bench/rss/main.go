@@ -222,6 +222,7 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 	fmt.Printf("idle for %s: %.0f–%.0f MB, %.0f MB at the end (flat: %v)\n", settle, low, high, last, high-low < 0.1*low)
 	fmt.Printf("steady %.0f MB, peak (VmHWM) %.0f MB = %.2f× steady\n", last, peak, peak/last)
 	gc.Print(os.Stdout)
+	serveproc.Runtime(os.Stdout, serveproc.Addr(serving, "admin"))
 	if limitMB > 0 && last > limitMB {
 		return fmt.Errorf("steady RSS %.0f MB over the %.0f MB target", last, limitMB)
 	}

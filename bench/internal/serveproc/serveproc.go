@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -98,4 +100,37 @@ func (g *GCTrace) Print(w io.Writer) {
 	if l := g.last.Load(); l != nil {
 		fmt.Fprintf(w, "last GC of tokenbroker (heap before->after->live MB): %s\n", *l)
 	}
+}
+
+// Runtime reads the Go runtime's memory gauges from the child's admin
+// /metrics (client_golang's Go collector) and writes where its RSS goes
+// beyond the live heap: in-use spans, free but unreleased pages, stacks and
+// the runtime's own structures. Nothing is written when they cannot be read.
+func Runtime(w io.Writer, adminAddr string) {
+	if adminAddr == "" {
+		return
+	}
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	want := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+		"go_memstats_stack_inuse_bytes", "go_memstats_mspan_sys_bytes", "go_memstats_gc_sys_bytes",
+		"go_memstats_other_sys_bytes", "go_memstats_next_gc_bytes"}
+	got := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && slices.Contains(want, name) {
+			got[name], _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if len(got) != len(want) {
+		return
+	}
+	mb := func(n string) float64 { return got["go_memstats_"+n+"_bytes"] / (1 << 20) }
+	fmt.Fprintf(w, "runtime (MB): heap in use %.0f, free not released %.0f, stacks %.0f, spans %.0f, GC metadata %.0f, other %.0f; next GC at %.0f\n",
+		mb("heap_inuse"), mb("heap_idle")-mb("heap_released"), mb("stack_inuse"), mb("mspan_sys"), mb("gc_sys"), mb("other_sys"), mb("next_gc"))
 }
