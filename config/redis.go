@@ -23,6 +23,12 @@ func (d *decoder) checkRedis(r *Redis, path string) {
 	if d.checkInt(int64(r.DB), 0, maxRedisDB, path+".db") {
 		d.check(r.DB == 0 || !cluster, path+".db", "Redis Cluster has only db 0 (several addrs without master_name mean a cluster)")
 	}
+	// Redis Cluster hashes only what is between a key's first "{" and the
+	// next "}": a brace in the prefix would move that from each credential's
+	// own {tag}, so its token and lock keys could land in different slots,
+	// or every credential's keys in one.
+	d.check(!cluster || !strings.ContainsAny(r.KeyPrefix, "{}"), path+".key_prefix",
+		`must not hold "{" or "}" with Redis Cluster: each credential's keys share a hash slot through a {tag} of their own`)
 	d.checkDuration(r.Timeout, minRedisTimeout, maxRedisTimeout, path+".timeout")
 	d.checkDuration(r.LockTTL, minLockTTL, maxLockTTL, path+".lock_ttl")
 

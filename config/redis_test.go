@@ -94,6 +94,8 @@ func TestRedisErrors(t *testing.T) {
 		{"no key in file", head + "    addrs: [a:1]\n    encryption_keys_file: " + empty + "\n", "no key in the file"},
 		{"negative db", withKeys + "    addrs: [a:1]\n    db: -1\n", "tb.yaml:5: cache.redis.db: must be between 0 and 65535"},
 		{"db on a cluster", withKeys + "    addrs: [a:1, b:1]\n    db: 3\n", "tb.yaml:5: cache.redis.db: Redis Cluster has only db 0"},
+		{"brace in a cluster's key_prefix", withKeys + "    addrs: [a:1, b:1]\n    key_prefix: \"tb{x\"\n", `tb.yaml:5: cache.redis.key_prefix: must not hold "{" or "}" with Redis Cluster`},
+		{"hash tag in a cluster's key_prefix", withKeys + "    addrs: [a:1, b:1]\n    key_prefix: \"{tb}:\"\n", `tb.yaml:5: cache.redis.key_prefix: must not hold "{" or "}"`},
 		{"zero timeout", withKeys + "    addrs: [a:1]\n    timeout: 0s\n", "tb.yaml:5: cache.redis.timeout: must be between 1ms and 10s"},
 		{"bad timeout", withKeys + "    addrs: [a:1]\n    timeout: fast\n", "tb.yaml:5: cache.redis.timeout: must be a duration"},
 		{"zero lock_ttl", withKeys + "    addrs: [a:1]\n    lock_ttl: 0s\n", "tb.yaml:5: cache.redis.lock_ttl: must be between 100ms and 5m"},
@@ -141,5 +143,17 @@ func TestRedisCAFileBounded(t *testing.T) {
 	_, err := Parse("tb.yaml", []byte("cache:\n  redis:\n    addrs: [a:1]\n    encryption_keys_file: "+keys+"\n    tls: {enabled: true, ca_file: /dev/zero}\n"))
 	if err == nil || !strings.Contains(err.Error(), "tb.yaml:5: cache.redis.tls.ca_file: cannot read \"/dev/zero\": larger than 1024 KiB") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestKeyPrefixBracesOutsideCluster: one Redis (or Sentinel) hashes no
+// slots, so a prefix with braces is harmless there and stays accepted.
+func TestKeyPrefixBracesOutsideCluster(t *testing.T) {
+	keys := writeFile(t, "keys", testKey(7)+"\n")
+	for _, addrs := range []string{"[a:1]", "[s1:1, s2:1]\n    master_name: m"} {
+		y := "cache:\n  redis:\n    encryption_keys_file: " + keys + "\n    key_prefix: \"{tb}:\"\n    addrs: " + addrs + "\n"
+		if _, err := Parse("tb.yaml", []byte(y)); err != nil {
+			t.Fatalf("%s: %v", addrs, err)
+		}
 	}
 }
