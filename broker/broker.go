@@ -458,7 +458,7 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	c, ok := b.mem.clients.get(clientKey(req))
 	if !ok {
 		c = newClient(req.clientID, req.up, b.tokens.Now())
-		b.mem.clients.add(c.id(), c) // keyed by the client's own copy of the id
+		b.mem.clients.add(c) // keyed by the client's own copy of the id
 		if b.meter != nil && (req.up.Budget.Mints > 0 || req.up.CostPerMint > 0) {
 			// A name without a policy is counted with no limit and no price:
 			// the policy, one per client, is kept only when it says something.
@@ -470,7 +470,7 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	}
 	ks := &keyState{id: key.ID, client: c, good: good}
 	c.addKey(ks)
-	b.mem.keys.add(key.ID, ks)
+	b.mem.keys.add(ks)
 	return ks
 }
 
