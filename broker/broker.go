@@ -96,26 +96,27 @@ func (b *Broker) Totals() []UpstreamTotal {
 }
 
 // keyState is what the broker remembers about one cache key. It exists only
-// once the IdP has accepted a secret for the key.
+// once the IdP has accepted a secret for the key. There is one per client
+// in the common case, so it is 64 bytes: what few keys have (a refusal, a
+// seeding in progress) is kept beside the table (memory.refused, seeding).
 type keyState struct {
 	id     string // the cache key ID (the same string the cache holds)
 	client *client
 	// guarded by Broker.mu
-	good    string     // binding of the last secret the IdP accepted ("" while the first is being seeded); shared with the cached token's
-	reject  *rejection // the IdP's last refusal for this key; its bind is the secret it refused
-	sibling *keyState  // the client's next key
+	good    string    // binding of the last secret the IdP accepted ("" while the first is being seeded); shared with the cached token's
+	sibling *keyState // the client's next key
 	links   links[keyState]
-	seeds   atomic.Int32 // seedings in progress: their cache "mint" is free
 }
 
 func (ks *keyState) lru() *links[keyState] { return &ks.links }
 
-// failed is the binding of the last secret the IdP rejected for the key, "" if none.
-func (ks *keyState) failed() string {
-	if ks.reject == nil {
-		return ""
+// failedLocked is the binding of the last secret the IdP rejected for ks, ""
+// if none; b.mu is held.
+func (b *Broker) failedLocked(ks *keyState) string {
+	if rj := b.mem.refused[ks]; rj != nil {
+		return rj.bind
 	}
-	return ks.reject.bind
+	return ""
 }
 
 // rejection is an IdP's refusal, kept to answer retries.
@@ -177,11 +178,12 @@ func Owns(key cache.Key) bool { return strings.HasPrefix(key.Name, NamePrefix) }
 func (b *Broker) MayMint(key cache.Key) error {
 	b.mu.Lock()
 	ks, _ := b.mem.keys.peek(key.ID)
+	seeding := b.mem.seeding[ks] > 0
 	b.mu.Unlock()
 	if ks == nil {
 		return errors.New("unknown broker key")
 	}
-	if ks.seeds.Load() > 0 {
+	if seeding {
 		return nil // the token was minted (and paid for) by forward
 	}
 	return b.take(ks.client)
@@ -341,7 +343,7 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 	}
 	if ks != nil {
 		b.mu.Lock()
-		failed, rj := ks.failed(), ks.reject
+		failed, rj := b.failedLocked(ks), b.mem.refused[ks]
 		b.mu.Unlock()
 		if failed != "" && !same(failed, bind) {
 			// Someone else's secret failed (or put the key in back-off): this
@@ -405,9 +407,9 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 		b.charge(ks.client)
 		if _, ok := b.tokens.Peek(key); !ok {
 			// Nothing cached: this token is what the next requests get.
-			ks.seeds.Add(1)
+			b.seeding(ks, 1)
 			_, _ = b.tokens.Get(fctx, key, seedSource(tok))
-			ks.seeds.Add(-1)
+			b.seeding(ks, -1)
 		}
 		// Only now is this secret the proven one, so a request arriving
 		// meanwhile joins this flight rather than minting in the cache.

@@ -41,6 +41,22 @@ type memory struct {
 	clients  lru[client, *client]               // by client id (see clientKey)
 	keys     lru[keyState, *keyState]           // by cache key ID
 	negative *simplelru.LRU[string, *rejection] // by negativeKey; small and bounded
+
+	// What few keys have, kept here rather than in every keyState; an
+	// entry goes with its key, so both are bounded by maxKeys.
+	refused map[*keyState]*rejection // a known key's last IdP refusal; its bind is the secret refused
+	seeding map[*keyState]int        // seedings in progress (forward): their cache "mint" is free
+}
+
+// seeding counts a seeding of ks's token starting (+1) or ending (-1).
+func (b *Broker) seeding(ks *keyState, d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := b.mem.seeding[ks] + d; n > 0 {
+		b.mem.seeding[ks] = n
+	} else {
+		delete(b.mem.seeding, ks)
+	}
 }
 
 func (b *Broker) newMemory() {
@@ -52,8 +68,10 @@ func (b *Broker) newMemory() {
 			ks = next
 		}
 	})
+	b.mem.refused, b.mem.seeding = make(map[*keyState]*rejection), make(map[*keyState]int)
 	b.mem.keys = newLRU(maxKeys, func(ks *keyState) string { return ks.id }, func(ks *keyState) {
 		ks.client.dropKey(ks)
+		delete(b.mem.refused, ks) // a seeding in progress removes its own entry
 		// Without its state the key can neither be refreshed nor proven:
 		// drop its token and the cache's bookkeeping too.
 		b.tokens.Forget(cache.Key{ID: ks.id})

@@ -217,3 +217,39 @@ func TestRejectionTextBounded(t *testing.T) {
 		t.Errorf("kept %d and %d bytes of code and description, want %d", len(rj.code), len(rj.desc), maxRejectionText)
 	}
 }
+
+// TestRefusalsGoWithTheirKeys: the IdP's refusal of a known key is kept
+// beside the key table (not in every keyState), answers the retry, is
+// cleared by the next token issued, and leaves with its key.
+func TestRefusalsGoWithTheirKeys(t *testing.T) {
+	e := setup(t, config.BrokerUpstream{}, map[string]string{"c": "s"})
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("first: %d %v", a.status, a.body)
+	}
+	refused := func() int {
+		e.broker.mu.Lock()
+		defer e.broker.mu.Unlock()
+		return len(e.broker.mem.refused) + len(e.broker.mem.seeding)
+	}
+	if n := refused(); n != 0 {
+		t.Fatalf("after a token: %d refusals and seedings kept, want 0", n)
+	}
+	keys := e.broker.Clients()[0].Keys
+	// The secret is revoked: the next mint, through the cache, is refused.
+	e.idp.SetDown(401, `{"error":"invalid_client"}`, "")
+	e.tokens.Invalidate(keys[0])
+	if a := e.post(t, "c", "s", true, nil); a.status != 401 {
+		t.Fatalf("revoked: %d %v, want 401", a.status, a.body)
+	}
+	if n := refused(); n != 1 {
+		t.Fatalf("after the refusal: %d kept, want 1", n)
+	}
+	e.idp.SetDown(0, "", "")
+	e.broker.mu.Lock()
+	e.broker.mem.keys.resize(0) // the key is evicted
+	e.broker.mem.keys.resize(maxKeys)
+	e.broker.mu.Unlock()
+	if n := refused(); n != 0 {
+		t.Errorf("after the key's eviction: %d refusals kept, want 0", n)
+	}
+}
