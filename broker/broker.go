@@ -331,12 +331,12 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 	var ex *budget.ExceededError
 	switch {
 	case errors.As(err, &lim):
-		c.limited.Add(1) // only a known client has a limit
+		b.refused(c, true) // only a known client has a limit
 		b.results.WithLabelValues(req.up.Name, "limited").Inc()
 		writeError(w, http.StatusTooManyRequests, "temporarily_unavailable", "mint limit reached for this client", lim.RetryAfter)
 		return
 	case errors.As(err, &ex):
-		c.limited.Add(1) // only a known client has a budget
+		b.refused(c, true) // only a known client has a budget
 		b.results.WithLabelValues(req.up.Name, "limited").Inc()
 		writeError(w, http.StatusTooManyRequests, "temporarily_unavailable", "mint budget used up for this client", ex.RetryAt.Sub(now))
 		return
@@ -368,7 +368,7 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 
 func (b *Broker) reject(w http.ResponseWriter, up *upstream, c *client, rj *rejection) {
 	if c != nil {
-		c.rejected.Add(1)
+		b.refused(c, false)
 	}
 	b.results.WithLabelValues(up.Name, "rejected").Inc()
 	writeError(w, rj.status, rj.code, rj.desc, rj.retryAfter)

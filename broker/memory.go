@@ -46,6 +46,31 @@ type memory struct {
 	// entry goes with its key, so both are bounded by maxKeys.
 	refused map[*keyState]*rejection // a known key's last IdP refusal; its bind is the secret refused
 	seeding map[*keyState]int        // seedings in progress (forward): their cache "mint" is free
+	// refusals are the answers a client got refused, by the IdP or its
+	// limits, for the status page; most clients have none.
+	refusals map[*client]*refusals
+}
+
+type refusals struct{ rejected, limited int64 }
+
+// refused counts a refusal (limited: by the client's limits, else by the
+// IdP) for c while c is remembered; its eviction takes the counts with it.
+func (b *Broker) refused(c *client, limited bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cur, _ := b.mem.clients.peek(c.id()); cur != c {
+		return
+	}
+	r := b.mem.refusals[c]
+	if r == nil {
+		r = &refusals{}
+		b.mem.refusals[c] = r
+	}
+	if limited {
+		r.limited++
+	} else {
+		r.rejected++
+	}
 }
 
 // seeding counts a seeding of ks's token starting (+1) or ending (-1).
@@ -60,7 +85,9 @@ func (b *Broker) seeding(ks *keyState, d int) {
 }
 
 func (b *Broker) newMemory() {
+	b.mem.refusals = make(map[*client]*refusals)
 	b.mem.clients = newLRU(maxClients, (*client).id, func(c *client) {
+		delete(b.mem.refusals, c)
 		// A client's keys go with it: their state points at it.
 		for ks := c.keys; ks != nil; {
 			next := ks.sibling

@@ -218,9 +218,9 @@ func TestRejectionTextBounded(t *testing.T) {
 	}
 }
 
-// TestRefusalsGoWithTheirKeys: the IdP's refusal of a known key is kept
-// beside the key table (not in every keyState), answers the retry, is
-// cleared by the next token issued, and leaves with its key.
+// TestRefusalsGoWithTheirKeys: the IdP's refusal of a known key, and the
+// client's count of refusals, are kept beside the tables (not in every
+// keyState and client) and leave with their key and client.
 func TestRefusalsGoWithTheirKeys(t *testing.T) {
 	e := setup(t, config.BrokerUpstream{}, map[string]string{"c": "s"})
 	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
@@ -244,6 +244,15 @@ func TestRefusalsGoWithTheirKeys(t *testing.T) {
 	if n := refused(); n != 1 {
 		t.Fatalf("after the refusal: %d kept, want 1", n)
 	}
+	e.broker.mu.Lock()
+	var counted []refusals
+	for _, r := range e.broker.mem.refusals {
+		counted = append(counted, *r)
+	}
+	e.broker.mu.Unlock()
+	if len(counted) != 1 || counted[0] != (refusals{rejected: 1}) {
+		t.Errorf("client refusals %+v, want one client with 1 rejected", counted)
+	}
 	e.idp.SetDown(0, "", "")
 	e.broker.mu.Lock()
 	e.broker.mem.keys.resize(0) // the key is evicted
@@ -251,5 +260,13 @@ func TestRefusalsGoWithTheirKeys(t *testing.T) {
 	e.broker.mu.Unlock()
 	if n := refused(); n != 0 {
 		t.Errorf("after the key's eviction: %d refusals kept, want 0", n)
+	}
+	e.broker.mu.Lock()
+	e.broker.mem.clients.resize(0) // and the client
+	e.broker.mem.clients.resize(maxClients)
+	n := len(e.broker.mem.refusals)
+	e.broker.mu.Unlock()
+	if n != 0 {
+		t.Errorf("after the client's eviction: %d clients' refusals kept, want 0", n)
 	}
 }
