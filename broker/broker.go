@@ -255,6 +255,11 @@ func (b *Broker) serve(ctx context.Context, w http.ResponseWriter, req *request)
 	ks, _ := b.mem.keys.get(key.ID)
 	if ks != nil {
 		key.ID = ks.id // the remembered string: the cache holds that one
+		if ks.good != "" && same(ks.good, bind) {
+			// The remembered string too: a token this request mints (a
+			// refresh) then shares it instead of holding a second copy.
+			bind = ks.good
+		}
 	}
 	rj := b.negativeLocked(key.ID, bind, now)
 	b.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -268,5 +269,34 @@ func TestRefusalsGoWithTheirKeys(t *testing.T) {
 	e.broker.mu.Unlock()
 	if n != 0 {
 		t.Errorf("after the client's eviction: %d clients' refusals kept, want 0", n)
+	}
+}
+
+// TestMintedTokenSharesTheBinding: a token minted for a known key (here
+// after an invalidation; a refresh alike) carries the binding string the
+// key remembers, not a second 64-byte copy made from the request.
+func TestMintedTokenSharesTheBinding(t *testing.T) {
+	e := setup(t, config.BrokerUpstream{}, map[string]string{"c": "s"})
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("first: %d %v", a.status, a.body)
+	}
+	key := e.broker.Clients()[0].Keys[0]
+	e.tokens.Invalidate(key)
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("after the invalidation: %d %v", a.status, a.body)
+	}
+	if n := e.idp.Mints(); n != 2 {
+		t.Fatalf("IdP minted %d, want 2", n)
+	}
+	tok, ok := e.tokens.Peek(key)
+	e.broker.mu.Lock()
+	ks, _ := e.broker.mem.keys.peek(key.ID)
+	good := ks.good
+	e.broker.mu.Unlock()
+	if !ok || tok.Binding != good {
+		t.Fatalf("cached %v with binding %.8s…, key remembers %.8s…", ok, tok.Binding, good)
+	}
+	if unsafe.StringData(tok.Binding) != unsafe.StringData(good) {
+		t.Error("the new token holds its own copy of the binding")
 	}
 }
