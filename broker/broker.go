@@ -96,26 +96,27 @@ func (b *Broker) Totals() []UpstreamTotal {
 }
 
 // keyState is what the broker remembers about one cache key. It exists only
-// once the IdP has accepted a secret for the key.
+// once the IdP has accepted a secret for the key. There is one per client
+// in the common case, so it is 64 bytes: what few keys have (a refusal, a
+// seeding in progress) is kept beside the table (memory.refused, seeding).
 type keyState struct {
 	id     string // the cache key ID (the same string the cache holds)
 	client *client
 	// guarded by Broker.mu
-	good    string     // binding of the last secret the IdP accepted ("" while the first is being seeded); shared with the cached token's
-	reject  *rejection // the IdP's last refusal for this key; its bind is the secret it refused
-	sibling *keyState  // the client's next key
+	good    string    // binding of the last secret the IdP accepted ("" while the first is being seeded); shared with the cached token's
+	sibling *keyState // the client's next key
 	links   links[keyState]
-	seeds   atomic.Int32 // seedings in progress: their cache "mint" is free
 }
 
 func (ks *keyState) lru() *links[keyState] { return &ks.links }
 
-// failed is the binding of the last secret the IdP rejected for the key, "" if none.
-func (ks *keyState) failed() string {
-	if ks.reject == nil {
-		return ""
+// failedLocked is the binding of the last secret the IdP rejected for ks, ""
+// if none; b.mu is held.
+func (b *Broker) failedLocked(ks *keyState) string {
+	if rj := b.mem.refused[ks]; rj != nil {
+		return rj.bind
 	}
-	return ks.reject.bind
+	return ""
 }
 
 // rejection is an IdP's refusal, kept to answer retries.
@@ -177,11 +178,12 @@ func Owns(key cache.Key) bool { return strings.HasPrefix(key.Name, NamePrefix) }
 func (b *Broker) MayMint(key cache.Key) error {
 	b.mu.Lock()
 	ks, _ := b.mem.keys.peek(key.ID)
+	seeding := b.mem.seeding[ks] > 0
 	b.mu.Unlock()
 	if ks == nil {
 		return errors.New("unknown broker key")
 	}
-	if ks.seeds.Load() > 0 {
+	if seeding {
 		return nil // the token was minted (and paid for) by forward
 	}
 	return b.take(ks.client)
@@ -253,6 +255,11 @@ func (b *Broker) serve(ctx context.Context, w http.ResponseWriter, req *request)
 	ks, _ := b.mem.keys.get(key.ID)
 	if ks != nil {
 		key.ID = ks.id // the remembered string: the cache holds that one
+		if ks.good != "" && same(ks.good, bind) {
+			// The remembered string too: a token this request mints (a
+			// refresh) then shares it instead of holding a second copy.
+			bind = ks.good
+		}
 	}
 	rj := b.negativeLocked(key.ID, bind, now)
 	b.mu.Unlock()
@@ -329,19 +336,19 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 	var ex *budget.ExceededError
 	switch {
 	case errors.As(err, &lim):
-		c.limited.Add(1) // only a known client has a limit
+		b.refused(c, true) // only a known client has a limit
 		b.results.WithLabelValues(req.up.Name, "limited").Inc()
 		writeError(w, http.StatusTooManyRequests, "temporarily_unavailable", "mint limit reached for this client", lim.RetryAfter)
 		return
 	case errors.As(err, &ex):
-		c.limited.Add(1) // only a known client has a budget
+		b.refused(c, true) // only a known client has a budget
 		b.results.WithLabelValues(req.up.Name, "limited").Inc()
 		writeError(w, http.StatusTooManyRequests, "temporarily_unavailable", "mint budget used up for this client", ex.RetryAt.Sub(now))
 		return
 	}
 	if ks != nil {
 		b.mu.Lock()
-		failed, rj := ks.failed(), ks.reject
+		failed, rj := b.failedLocked(ks), b.mem.refused[ks]
 		b.mu.Unlock()
 		if failed != "" && !same(failed, bind) {
 			// Someone else's secret failed (or put the key in back-off): this
@@ -366,7 +373,7 @@ func (b *Broker) failed(ctx context.Context, w http.ResponseWriter, req *request
 
 func (b *Broker) reject(w http.ResponseWriter, up *upstream, c *client, rj *rejection) {
 	if c != nil {
-		c.rejected.Add(1)
+		b.refused(c, false)
 	}
 	b.results.WithLabelValues(up.Name, "rejected").Inc()
 	writeError(w, rj.status, rj.code, rj.desc, rj.retryAfter)
@@ -405,9 +412,9 @@ func (b *Broker) forward(ctx context.Context, w http.ResponseWriter, req *reques
 		b.charge(ks.client)
 		if _, ok := b.tokens.Peek(key); !ok {
 			// Nothing cached: this token is what the next requests get.
-			ks.seeds.Add(1)
+			b.seeding(ks, 1)
 			_, _ = b.tokens.Get(fctx, key, seedSource(tok))
-			ks.seeds.Add(-1)
+			b.seeding(ks, -1)
 		}
 		// Only now is this secret the proven one, so a request arriving
 		// meanwhile joins this flight rather than minting in the cache.
@@ -458,7 +465,7 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	c, ok := b.mem.clients.get(clientKey(req))
 	if !ok {
 		c = newClient(req.clientID, req.up, b.tokens.Now())
-		b.mem.clients.add(c.id(), c) // keyed by the client's own copy of the id
+		b.mem.clients.add(c) // keyed by the client's own copy of the id
 		if b.meter != nil && (req.up.Budget.Mints > 0 || req.up.CostPerMint > 0) {
 			// A name without a policy is counted with no limit and no price:
 			// the policy, one per client, is kept only when it says something.
@@ -470,7 +477,7 @@ func (b *Broker) adopt(key cache.Key, req *request, good string) *keyState {
 	}
 	ks := &keyState{id: key.ID, client: c, good: good}
 	c.addKey(ks)
-	b.mem.keys.add(key.ID, ks)
+	b.mem.keys.add(ks)
 	return ks
 }
 

@@ -294,6 +294,11 @@ func TestMintLimit(t *testing.T) {
 	if n := e.idp.Mints(); n != 3 {
 		t.Errorf("IdP minted %d, want 3", n)
 	}
+	for _, c := range e.broker.Clients() {
+		if want := map[string]int64{"c": 1}[c.ClientID]; c.Limited != want || c.Rejected != 0 {
+			t.Errorf("status: %s limited %d, rejected %d; want %d and 0", c.ClientID, c.Limited, c.Rejected, want)
+		}
+	}
 }
 
 func TestBucketRefills(t *testing.T) {

@@ -12,9 +12,11 @@ import (
 )
 
 // client is one client id at one upstream. There is one per client the
-// IdP accepted (up to maxClients), so it is kept small: one string holds
-// both the meter name and the id, times are Unix nanoseconds, and the keys
-// and recency links live in the records themselves.
+// IdP accepted (up to maxClients), so it is kept small (96 bytes): one
+// string holds both the meter name and the id, times are Unix nanoseconds,
+// the keys and recency links live in the records themselves, and the
+// refusals most clients never get are counted beside the table
+// (memory.refusals).
 type client struct {
 	// name is the client's name in the budget meter (never a metric label),
 	// "client:<upstream>/<id>"; the id is its tail, so both share one
@@ -22,7 +24,7 @@ type client struct {
 	name   string
 	bucket *bucket // the upstream's shared one when it sets no limit; knows the upstream
 
-	requests, cached, mints, forwarded, rejected, limited atomic.Int64
+	requests, cached, mints, forwarded atomic.Int64
 
 	// guarded by Broker.mu
 	lastMint    int64 // Unix nanoseconds of the last mint; 0: none yet
@@ -148,6 +150,10 @@ func (b *Broker) Clients() []ClientState {
 			lastMint = time.Unix(0, c.lastMint)
 		}
 		lastLatency := c.lastLatency
+		var rf refusals
+		if r := b.mem.refusals[c]; r != nil {
+			rf = *r
+		}
 		b.mu.Unlock()
 		if !slices.ContainsFunc(keys, func(k cache.Key) bool { _, ok := b.tokens.Peek(k); return ok }) {
 			continue
@@ -155,7 +161,7 @@ func (b *Broker) Clients() []ClientState {
 		out = append(out, ClientState{
 			ClientID: c.id(), Upstream: c.up().Name, MeterName: c.meterName(), CostPerMint: c.up().CostPerMint,
 			Requests: c.requests.Load(), Cached: c.cached.Load(), Mints: c.mints.Load(), Forwarded: c.forwarded.Load(),
-			Rejected: c.rejected.Load(), Limited: c.limited.Load(),
+			Rejected: rf.rejected, Limited: rf.limited,
 			LastMint: lastMint, LastLatency: lastLatency, Keys: keys,
 		})
 	}

@@ -33,17 +33,61 @@ const (
 // memory is the broker's bounded bookkeeping; Broker.mu guards it.
 //
 // The client and key tables are the bulk of it (one entry each per client
-// in the common case), so they are intrusive LRUs: the recency links live in
-// the client and keyState records themselves, and a table is one map plus
-// two pointers, with no list node per entry.
+// in the common case), so they are intrusive LRUs: the recency links and
+// the key live in the client and keyState records themselves, and a table
+// is an index of one pointer per slot plus two pointers, with no list node
+// or map entry per record.
 type memory struct {
-	clients  lru[string, client, *client]       // by client id (see clientKey)
-	keys     lru[string, keyState, *keyState]   // by cache key ID
+	clients  lru[client, *client]               // by client id (see clientKey)
+	keys     lru[keyState, *keyState]           // by cache key ID
 	negative *simplelru.LRU[string, *rejection] // by negativeKey; small and bounded
+
+	// What few keys have, kept here rather than in every keyState; an
+	// entry goes with its key, so both are bounded by maxKeys.
+	refused map[*keyState]*rejection // a known key's last IdP refusal; its bind is the secret refused
+	seeding map[*keyState]int        // seedings in progress (forward): their cache "mint" is free
+	// refusals are the answers a client got refused, by the IdP or its
+	// limits, for the status page; most clients have none.
+	refusals map[*client]*refusals
+}
+
+type refusals struct{ rejected, limited int64 }
+
+// refused counts a refusal (limited: by the client's limits, else by the
+// IdP) for c while c is remembered; its eviction takes the counts with it.
+func (b *Broker) refused(c *client, limited bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cur, _ := b.mem.clients.peek(c.id()); cur != c {
+		return
+	}
+	r := b.mem.refusals[c]
+	if r == nil {
+		r = &refusals{}
+		b.mem.refusals[c] = r
+	}
+	if limited {
+		r.limited++
+	} else {
+		r.rejected++
+	}
+}
+
+// seeding counts a seeding of ks's token starting (+1) or ending (-1).
+func (b *Broker) seeding(ks *keyState, d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := b.mem.seeding[ks] + d; n > 0 {
+		b.mem.seeding[ks] = n
+	} else {
+		delete(b.mem.seeding, ks)
+	}
 }
 
 func (b *Broker) newMemory() {
+	b.mem.refusals = make(map[*client]*refusals)
 	b.mem.clients = newLRU(maxClients, (*client).id, func(c *client) {
+		delete(b.mem.refusals, c)
 		// A client's keys go with it: their state points at it.
 		for ks := c.keys; ks != nil; {
 			next := ks.sibling
@@ -51,8 +95,10 @@ func (b *Broker) newMemory() {
 			ks = next
 		}
 	})
+	b.mem.refused, b.mem.seeding = make(map[*keyState]*rejection), make(map[*keyState]int)
 	b.mem.keys = newLRU(maxKeys, func(ks *keyState) string { return ks.id }, func(ks *keyState) {
 		ks.client.dropKey(ks)
+		delete(b.mem.refused, ks) // a seeding in progress removes its own entry
 		// Without its state the key can neither be refreshed nor proven:
 		// drop its token and the cache's bookkeeping too.
 		b.tokens.Forget(cache.Key{ID: ks.id})
@@ -79,79 +125,79 @@ type linked[E any] interface {
 	lru() *links[E]
 }
 
-// lru is a least-recently-used table whose entries carry their links: map
-// lookups as in simplelru, but no per-entry list node or copy of the key.
-type lru[K comparable, E any, P linked[E]] struct {
-	m              map[K]P
+// lru is a least-recently-used table whose entries carry their links and
+// their key: an index (index.go) to find them, and no per-entry list node
+// or copy of the key.
+type lru[E any, P linked[E]] struct {
+	idx            index[E]
 	newest, oldest P
 	max            int
-	keyOf          func(P) K
+	keyOf          func(P) string
 	evicted        func(P) // called after an entry left the table, by eviction or remove
 }
 
-func newLRU[K comparable, E any, P linked[E]](max int, keyOf func(P) K, evicted func(P)) lru[K, E, P] {
-	return lru[K, E, P]{m: make(map[K]P), max: max, keyOf: keyOf, evicted: evicted}
+func newLRU[E any, P linked[E]](max int, keyOf func(P) string, evicted func(P)) lru[E, P] {
+	return lru[E, P]{idx: newIndex(func(e *E) string { return keyOf(e) }), max: max, keyOf: keyOf, evicted: evicted}
 }
 
 // get returns k's entry and marks it the most recently used.
-func (l *lru[K, E, P]) get(k K) (P, bool) {
-	e, ok := l.m[k]
-	if ok {
+func (l *lru[E, P]) get(k string) (P, bool) {
+	e := P(l.idx.get(k))
+	if e != nil {
 		l.unlink(e)
 		l.pushNewest(e)
 	}
-	return e, ok
+	return e, e != nil
 }
 
 // peek returns k's entry without touching its recency.
-func (l *lru[K, E, P]) peek(k K) (P, bool) {
-	e, ok := l.m[k]
-	return e, ok
+func (l *lru[E, P]) peek(k string) (P, bool) {
+	e := P(l.idx.get(k))
+	return e, e != nil
 }
 
-// add inserts e under k (which must be absent) as the most recently used,
+// add inserts e (whose key must be absent) as the most recently used,
 // evicting the least recently used entries past the bound.
-func (l *lru[K, E, P]) add(k K, e P) {
-	l.m[k] = e
+func (l *lru[E, P]) add(e P) {
+	l.idx.insert(e)
 	l.pushNewest(e)
-	for len(l.m) > l.max {
+	for l.idx.len() > l.max {
 		l.remove(l.keyOf(l.oldest))
 	}
 }
 
 // remove drops k's entry, if any, and tells evicted.
-func (l *lru[K, E, P]) remove(k K) {
-	e, ok := l.m[k]
-	if !ok {
+func (l *lru[E, P]) remove(k string) {
+	e := P(l.idx.remove(k))
+	if e == nil {
 		return
 	}
-	delete(l.m, k)
 	l.unlink(e)
 	if l.evicted != nil {
 		l.evicted(e)
 	}
 }
 
-func (l *lru[K, E, P]) len() int { return len(l.m) }
+func (l *lru[E, P]) len() int { return l.idx.len() }
 
 // resize changes the bound, evicting what no longer fits.
-func (l *lru[K, E, P]) resize(max int) {
+func (l *lru[E, P]) resize(max int) {
 	l.max = max
-	for len(l.m) > l.max {
+	for l.idx.len() > l.max {
 		l.remove(l.keyOf(l.oldest))
 	}
 }
 
 // values lists the entries, least recently used first.
-func (l *lru[K, E, P]) values() []P {
-	out := make([]P, 0, len(l.m))
+func (l *lru[E, P]) values() []P {
+	out := make([]P, 0, l.idx.len())
 	for e := l.oldest; e != nil; e = e.lru().newer {
 		out = append(out, e)
 	}
 	return out
 }
 
-func (l *lru[K, E, P]) pushNewest(e P) {
+func (l *lru[E, P]) pushNewest(e P) {
 	ln := e.lru()
 	ln.older, ln.newer = l.newest, nil
 	if l.newest != nil {
@@ -162,7 +208,7 @@ func (l *lru[K, E, P]) pushNewest(e P) {
 	l.newest = e
 }
 
-func (l *lru[K, E, P]) unlink(e P) {
+func (l *lru[E, P]) unlink(e P) {
 	ln := e.lru()
 	if ln.newer != nil {
 		P(ln.newer).lru().older = ln.older

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -215,5 +216,87 @@ func TestRejectionTextBounded(t *testing.T) {
 	rj := rejectionFrom(&credential.IdPError{Status: 400, Code: long, Description: long}, 0, time.Time{})
 	if len(rj.code) != maxRejectionText || len(rj.desc) != maxRejectionText {
 		t.Errorf("kept %d and %d bytes of code and description, want %d", len(rj.code), len(rj.desc), maxRejectionText)
+	}
+}
+
+// TestRefusalsGoWithTheirKeys: the IdP's refusal of a known key, and the
+// client's count of refusals, are kept beside the tables (not in every
+// keyState and client) and leave with their key and client.
+func TestRefusalsGoWithTheirKeys(t *testing.T) {
+	e := setup(t, config.BrokerUpstream{}, map[string]string{"c": "s"})
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("first: %d %v", a.status, a.body)
+	}
+	refused := func() int {
+		e.broker.mu.Lock()
+		defer e.broker.mu.Unlock()
+		return len(e.broker.mem.refused) + len(e.broker.mem.seeding)
+	}
+	if n := refused(); n != 0 {
+		t.Fatalf("after a token: %d refusals and seedings kept, want 0", n)
+	}
+	keys := e.broker.Clients()[0].Keys
+	// The secret is revoked: the next mint, through the cache, is refused.
+	e.idp.SetDown(401, `{"error":"invalid_client"}`, "")
+	e.tokens.Invalidate(keys[0])
+	if a := e.post(t, "c", "s", true, nil); a.status != 401 {
+		t.Fatalf("revoked: %d %v, want 401", a.status, a.body)
+	}
+	if n := refused(); n != 1 {
+		t.Fatalf("after the refusal: %d kept, want 1", n)
+	}
+	e.broker.mu.Lock()
+	var counted []refusals
+	for _, r := range e.broker.mem.refusals {
+		counted = append(counted, *r)
+	}
+	e.broker.mu.Unlock()
+	if len(counted) != 1 || counted[0] != (refusals{rejected: 1}) {
+		t.Errorf("client refusals %+v, want one client with 1 rejected", counted)
+	}
+	e.idp.SetDown(0, "", "")
+	e.broker.mu.Lock()
+	e.broker.mem.keys.resize(0) // the key is evicted
+	e.broker.mem.keys.resize(maxKeys)
+	e.broker.mu.Unlock()
+	if n := refused(); n != 0 {
+		t.Errorf("after the key's eviction: %d refusals kept, want 0", n)
+	}
+	e.broker.mu.Lock()
+	e.broker.mem.clients.resize(0) // and the client
+	e.broker.mem.clients.resize(maxClients)
+	n := len(e.broker.mem.refusals)
+	e.broker.mu.Unlock()
+	if n != 0 {
+		t.Errorf("after the client's eviction: %d clients' refusals kept, want 0", n)
+	}
+}
+
+// TestMintedTokenSharesTheBinding: a token minted for a known key (here
+// after an invalidation; a refresh alike) carries the binding string the
+// key remembers, not a second 64-byte copy made from the request.
+func TestMintedTokenSharesTheBinding(t *testing.T) {
+	e := setup(t, config.BrokerUpstream{}, map[string]string{"c": "s"})
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("first: %d %v", a.status, a.body)
+	}
+	key := e.broker.Clients()[0].Keys[0]
+	e.tokens.Invalidate(key)
+	if a := e.post(t, "c", "s", true, nil); a.status != 200 {
+		t.Fatalf("after the invalidation: %d %v", a.status, a.body)
+	}
+	if n := e.idp.Mints(); n != 2 {
+		t.Fatalf("IdP minted %d, want 2", n)
+	}
+	tok, ok := e.tokens.Peek(key)
+	e.broker.mu.Lock()
+	ks, _ := e.broker.mem.keys.peek(key.ID)
+	good := ks.good
+	e.broker.mu.Unlock()
+	if !ok || tok.Binding != good {
+		t.Fatalf("cached %v with binding %.8s…, key remembers %.8s…", ok, tok.Binding, good)
+	}
+	if unsafe.StringData(tok.Binding) != unsafe.StringData(good) {
+		t.Error("the new token holds its own copy of the binding")
 	}
 }

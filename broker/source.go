@@ -74,8 +74,8 @@ func (b *Broker) mint(ctx context.Context, req *request, bind, keyID string, ks 
 		rj := rejectionFrom(idp, b.cfg.NegativeTTL.D(), now)
 		b.mu.Lock()
 		rj.bind = bind
-		if ks != nil {
-			ks.reject = rj
+		if cur, _ := b.mem.keys.peek(keyID); ks != nil && cur == ks {
+			b.mem.refused[ks] = rj // only while the key is remembered: its eviction deletes it
 		}
 		b.rememberLocked(keyID, bind, rj)
 		b.mu.Unlock()
@@ -83,7 +83,7 @@ func (b *Broker) mint(ctx context.Context, req *request, bind, keyID string, ks 
 		// The IdP is unwell, not this secret: nobody forwards around it.
 		if ks != nil {
 			b.mu.Lock()
-			ks.reject = nil
+			delete(b.mem.refused, ks)
 			b.mu.Unlock()
 		}
 	}
@@ -96,7 +96,7 @@ func (b *Broker) accepted(ks *keyState, latency time.Duration) {
 	c := ks.client
 	c.mints.Add(1)
 	b.mu.Lock()
-	ks.reject = nil
+	delete(b.mem.refused, ks)
 	c.lastMint, c.lastLatency = now.UnixNano(), latency
 	b.mu.Unlock()
 }
