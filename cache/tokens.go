@@ -162,17 +162,17 @@ func (t *Tokens) Settle() { t.bg.Wait() }
 func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (credential.Token, error) {
 	now := t.opts.Now()
 	set := t.level()
-	if s := t.slots.get(key.ID); s != nil {
-		if tok := s.cur.Load(); tok != nil && now.Before(set.until(tok)) {
-			s.hits.Add(1)
-			t.memo.looked()
-			outcome := telemetry.CacheHit
-			if !now.Before(set.refreshAt(tok)) && t.refreshInBackground(ctx, s, src, now) {
+	if tok, due := t.slots.hit(key.ID, now, set); tok != nil {
+		t.memo.looked()
+		outcome := telemetry.CacheHit
+		if due {
+			// Due: only now is the slot needed (a hit does not read it).
+			if s := t.slots.get(key.ID); s != nil && t.refreshInBackground(ctx, s, src, now) {
 				outcome = telemetry.CacheRefresh
 			}
-			telemetry.NoteCache(ctx, outcome)
-			return *tok, nil
 		}
+		telemetry.NoteCache(ctx, outcome)
+		return *tok, nil
 	}
 	s := t.pin(key)
 	defer s.unpin()
@@ -203,7 +203,7 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 func (t *Tokens) Invalidate(key Key) {
 	if s := t.slots.get(key.ID); s != nil {
 		s.mu.Lock()
-		s.cur.Store(nil)
+		t.slots.store(s, nil)
 		s.mu.Unlock()
 		t.memo.changed()
 	}
@@ -211,15 +211,16 @@ func (t *Tokens) Invalidate(key Key) {
 
 // Forget drops key entirely: its token and its bookkeeping (a removed credential).
 func (t *Tokens) Forget(key Key) {
-	if s := t.slots.remove(key.ID); s != nil {
-		t.retire(s)
+	if s, hits := t.slots.remove(key.ID); s != nil {
+		t.retire(s, hits)
 	}
 }
 
-// retire keeps the lookups of s, leaving the table, in its label's totals;
-// the scrape memo must be rebuilt, or s would count twice.
-func (t *Tokens) retire(s *slot) {
-	t.opts.Meter.retire(s)
+// retire keeps the lookups of s, leaving the table with hits counted in its
+// cell, in its label's totals; the scrape memo must be rebuilt, or s would
+// count twice.
+func (t *Tokens) retire(s *slot, hits uint64) {
+	t.opts.Meter.retire(s, hits)
 	t.memo.changed()
 }
 
@@ -255,7 +256,7 @@ func (t *Tokens) flight(key Key, f func(*slot) (any, error)) (any, error) {
 // fill runs once per key at a time (single-flight): it returns the slot's
 // token when one is usable (a lookup that raced a mint), or mints a new one.
 func (t *Tokens) fill(ctx context.Context, s *slot, src credential.Source) (any, error) {
-	if tok := s.cur.Load(); tok != nil && t.opts.Now().Before(t.level().until(tok)) {
+	if tok := t.slots.load(s); tok != nil && t.opts.Now().Before(t.level().until(tok)) {
 		return tok, nil
 	}
 	if t.shared(s) {
@@ -369,7 +370,7 @@ func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any,
 	}
 	endMint(span, nil, latency, 0)
 	held := t.hold(tok, now)
-	s.succeeded(held)
+	t.slots.succeeded(s, held)
 	t.memo.changed()
 	s.lastMint, s.latency = now.UnixNano(), uint32(min(latency/time.Microsecond, math.MaxUint32))
 	t.opts.Logger.Info("minted token",
