@@ -290,7 +290,7 @@ func (sh *shard) find(tag uint32, id string) int {
 		return -1
 	}
 	mask := uint32(len(cells) - 1)
-	for i := tag & mask; ; i = (i + 1) & mask {
+	for i := home(tag, mask); ; i = (i + 1) & mask {
 		c := &cells[i]
 		// A caller's ID is usually the very string the slot keeps: the
 		// compare then sees equal pointers and reads no bytes.
@@ -303,6 +303,10 @@ func (sh *shard) find(tag uint32, id string) int {
 	}
 }
 
+// home is where a lookup for tag starts. (Starting at the first cell of a
+// CPU cache line, so a short probe stays on one line, measured no faster.)
+func home(tag, mask uint32) uint32 { return tag & mask }
+
 // insert puts s, absent, in its first free cell from tag's home; sh.mu
 // write-held.
 func (sh *shard) insert(tag uint32, s *slot) {
@@ -310,7 +314,7 @@ func (sh *shard) insert(tag uint32, s *slot) {
 		sh.grow()
 	}
 	mask := uint32(len(sh.cells) - 1)
-	i := tag & mask
+	i := home(tag, mask)
 	for sh.cells[i].tag != 0 {
 		i = (i + 1) & mask
 	}
@@ -330,7 +334,7 @@ func (sh *shard) grow() {
 		if cells[j].tag == 0 {
 			continue
 		}
-		i := cells[j].tag & mask
+		i := home(cells[j].tag, mask)
 		for sh.cells[i].tag != 0 {
 			i = (i + 1) & mask
 		}
@@ -346,7 +350,7 @@ func (sh *shard) delete(i uint32) {
 	mask := uint32(len(cells) - 1)
 	for j := (i + 1) & mask; cells[j].tag != 0; j = (j + 1) & mask {
 		// Cell j may move back to i only if i is not before its home.
-		if (j-cells[j].tag)&mask >= (j-i)&mask {
+		if (j-home(cells[j].tag, mask))&mask >= (j-i)&mask {
 			cells[i].take(&cells[j])
 			sh.owners[i] = sh.owners[j]
 			i = j

@@ -75,7 +75,7 @@ func TestShardAgainstMap(t *testing.T) {
 				}
 				continue
 			}
-			for k := c.tag & mask; k != uint32(j); k = (k + 1) & mask {
+			for k := home(c.tag, mask); k != uint32(j); k = (k + 1) & mask {
 				if sh.cells[k].tag == 0 {
 					t.Fatalf("step %d: cell %d unreachable: empty cell %d after its home", step, j, k)
 				}
