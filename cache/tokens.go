@@ -2,10 +2,11 @@
 // one exactly once per lifetime.
 //
 // It knows tokens and time, not OAuth: a credential.Source does the minting.
-// Each key has one slot in one table (slots.go), holding the current token,
-// the hit counter and what a miss or a refresh needs to remember (back-off
-// after failures, a refresh in flight). A hit is one map lookup, an atomic
-// load and a clock compare, at any number of keys. cache.max_tokens bounds
+// Each key has one cell in one table (table.go), holding the current token
+// and the hit counter, and one slot (slots.go), holding what a miss or a
+// refresh needs to remember (back-off after failures, a refresh in flight).
+// A hit is one probe of the table, an atomic load and a clock compare, at
+// any number of keys, and reads the cell and the token only. cache.max_tokens bounds
 // the slots; eviction takes idle keys only, never one with a mint in flight
 // or leased by push mode, so a token is still minted once per lifetime.
 package cache
