@@ -46,8 +46,11 @@ const evictSample = 8
 
 // minCells is a shard's first array; maxLoad is how full (in eighths) an
 // array may get before it doubles. Linear probing at 7/8 averages 4.5 cells
-// per hit (2–3 lines of 32-byte cells); 100k keys leave shards ~3/4 full of
-// 1,024 cells, where a hit looks at ~2.6.
+// per hit (2–3 lines of 32-byte cells) and ~32 for an absent key (an
+// unknown broker client stops at the first empty cell); 100k keys leave
+// shards ~3/4 full of 1,024 cells, where a hit looks at ~2.6 and an absent
+// key at ~9. The seeded hash keeps a caller from choosing where its keys
+// land, so runs stay as short as chance makes them.
 const (
 	minCells = 8
 	maxLoad  = 7 // eighths
@@ -72,7 +75,7 @@ type shard struct {
 // that very string, so matching it compares two pointers.
 type cell struct {
 	tag  uint32                           // hash bits 32–62 with bit 31 set; 0 marks an empty cell
-	n    uint32                           // len(id)
+	n    uint32                           // len(id) (IDs are identity hashes, nowhere near 4 GiB)
 	p    *byte                            // the id's bytes
 	cur  atomic.Pointer[credential.Token] // the last good token; nil when none
 	hits atomic.Uint64                    // lookups answered from cur; also the eviction's reference bit
@@ -88,9 +91,9 @@ func (tb *table) locate(id string) (*shard, uint32) {
 
 // hit is the hit path: id's token when it may be handed out now (counting
 // the hit), else nil, and whether its refresh is due. It reads the cell and
-// the token, not the slot. Both deadlines are decided before the counter's
-// atomic add: they read both of the token's cache lines (Expiry, Issued),
-// which then load side by side instead of one after the other.
+// the token, not the slot. Both deadlines are decided here, while the
+// token's two cache lines (Expiry, Issued) are being read anyway, so both
+// loads are asked for before the counter's atomic add.
 func (tb *table) hit(id string, now time.Time, set *Settings) (tok *credential.Token, due bool) {
 	sh, tag := tb.locate(id)
 	sh.mu.RLock()
