@@ -14,8 +14,8 @@ import (
 // BenchmarkGetHitEntries measures a warm lookup with 1k and 100k cached
 // tokens (max_tokens at its default), visiting keys in a shuffled order.
 // "100k" spreads lookups over all 100k tokens, so most of its cost is CPU
-// cache misses (the map's group, the key's bytes, the slot, the token: a
-// few lines each, in a heap far larger than the CPU's caches); "100k-hot1k"
+// cache misses (the caller's key and its bytes, the table's cell, the
+// token, in a heap far larger than the CPU's caches); "100k-hot1k"
 // looks up 1k of the 100k, like real traffic where a few destinations are
 // busy. A lookup is one hash probe, not a scan: with the same working set,
 // the cost must not grow with the number of cached tokens, and spread over
@@ -212,7 +212,7 @@ func BenchmarkKeyAccessFloor(b *testing.B) {
 
 // BenchmarkKeyMemory fills 100k keys, each with one cached token, and
 // reports the live heap per key after a GC: the cache's per-key state (its
-// map entry, slot and token), plus the source's ~16-byte token value. The
+// cell, slot and token), plus the source's ~16-byte token value. The
 // keys' own ID and Name strings are allocated before the baseline and not
 // counted. One iteration is the whole fill; run it with -benchtime 1x.
 func BenchmarkKeyMemory(b *testing.B) {
