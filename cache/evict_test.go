@@ -208,10 +208,17 @@ func lookupCount(t *testing.T, reg *prometheus.Registry, credential, result stri
 	return 0
 }
 
-// TestSlotFitsItsSizeClass guards the per-key memory: a slot is one 96-byte
-// allocation (Go's size class), a held token one of 128.
+// TestSlotFitsItsSizeClass guards the per-key memory: a slot is one 80-byte
+// allocation (Go's size class), a held token one of 128, and a cell 32 bytes
+// so that two share a CPU cache line and none straddles two.
 func TestSlotFitsItsSizeClass(t *testing.T) {
-	if got := unsafe.Sizeof(slot{}); got > 96 {
-		t.Fatalf("slot is %d bytes, over the 96-byte size class", got)
+	if got := unsafe.Sizeof(cell{}); got != 32 {
+		t.Fatalf("cell is %d bytes, want 32", got)
+	}
+	if got := unsafe.Sizeof(shard{}); got != 128 {
+		t.Fatalf("shard is %d bytes, want 128 (its lock on lines of its own)", got)
+	}
+	if got := unsafe.Sizeof(slot{}); got > 80 {
+		t.Fatalf("slot is %d bytes, over the 80-byte size class", got)
 	}
 }

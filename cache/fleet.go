@@ -101,10 +101,10 @@ func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *cr
 		return nil
 	}
 	s.mu.Lock()
-	if cur := s.cur.Load(); cur != nil && cur.Expiry.After(tok.Expiry) {
+	if cur := t.slots.load(s); cur != nil && cur.Expiry.After(tok.Expiry) {
 		e = cur // ours is newer (a refresh raced ahead): keep it
 	} else {
-		s.succeeded(e)
+		t.slots.succeeded(s, e)
 	}
 	s.mu.Unlock()
 	t.memo.changed()

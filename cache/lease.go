@@ -77,7 +77,7 @@ func (t *Tokens) Lease(ctx context.Context, key Key, src credential.Source, fres
 func (t *Tokens) held(s *slot, fresh bool) *credential.Token {
 	now := t.opts.Now()
 	set := t.level()
-	tok := s.cur.Load()
+	tok := t.slots.load(s)
 	if tok == nil || !now.Before(set.until(tok)) || fresh && !now.Before(set.refreshAt(tok)) {
 		return nil
 	}

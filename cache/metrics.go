@@ -90,12 +90,12 @@ func labelOf(s *slot) string {
 }
 
 // retire keeps the lookups of s, leaving the cache, in its label's totals.
-func (m *Metrics) retire(s *slot) {
+func (m *Metrics) retire(s *slot, hits uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l := labelOf(s)
 	r := m.retired[l]
-	r.hits += s.hits.Load()
+	r.hits += hits
 	r.misses += uint64(s.misses.Load())
 	m.retired[l] = r
 }

@@ -88,7 +88,7 @@ func (t *Tokens) offer(o offered) bool {
 	now := t.opts.Now()
 	set := t.level()
 	until := set.until(e)
-	if s.cur.Load() != e || !now.Before(until) {
+	if t.slots.load(s) != e || !now.Before(until) {
 		return true // refreshed, adopted or invalidated since, or no longer usable: nothing to offer
 	}
 	keep := func(x credential.Token) bool {
@@ -119,10 +119,10 @@ func (t *Tokens) adopt(s *slot, e *credential.Token, tok credential.Token, now t
 	n := t.hold(tok, now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cur.Load() != e {
+	if t.slots.load(s) != e {
 		return
 	}
-	s.cur.Store(n)
+	t.slots.store(s, n)
 	t.memo.changed()
 	t.opts.Logger.Debug("token minted while the shared cache was away replaced by the fleet's", zap.String("credential", s.name))
 }

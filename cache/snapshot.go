@@ -31,12 +31,17 @@ type SlotState struct {
 
 // Snapshot returns the state of every key, sorted by name then ID.
 func (t *Tokens) Snapshot() []SlotState {
-	var slots []*slot
-	t.slots.each(func(s *slot) { slots = append(slots, s) })
+	type seen struct {
+		s    *slot
+		cur  *credential.Token
+		hits uint64
+	}
+	var slots []seen
+	t.slots.each(func(s *slot, cur *credential.Token, hits uint64) { slots = append(slots, seen{s, cur, hits}) })
 	set := t.level()
 	out := make([]SlotState, 0, len(slots))
-	for _, s := range slots {
-		out = append(out, stateOf(s, set))
+	for _, v := range slots {
+		out = append(out, stateOf(v.s, v.cur, v.hits, set))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Key.Name != out[j].Key.Name {
@@ -47,10 +52,11 @@ func (t *Tokens) Snapshot() []SlotState {
 	return out
 }
 
-// stateOf is s's state under the settings set.
-func stateOf(s *slot, set *Settings) SlotState {
-	st := SlotState{Key: s.key(), Refreshing: s.refreshing(), Hits: s.hits.Load(), Misses: uint64(s.misses.Load())}
-	if cur := s.cur.Load(); cur != nil {
+// stateOf is the state of s, holding cur with hits counted, under the
+// settings set.
+func stateOf(s *slot, cur *credential.Token, hits uint64, set *Settings) SlotState {
+	st := SlotState{Key: s.key(), Refreshing: s.refreshing(), Hits: hits, Misses: uint64(s.misses.Load())}
+	if cur != nil {
 		st.HasToken, st.Expiry, st.Until = true, cur.Expiry, set.until(cur)
 	}
 	s.mu.Lock()
@@ -71,11 +77,10 @@ func stateOf(s *slot, set *Settings) SlotState {
 // Peek returns key's token if one may be handed out now, without minting,
 // refreshing or counting a lookup.
 func (t *Tokens) Peek(key Key) (credential.Token, bool) {
-	s := t.slots.get(key.ID)
+	s, cur, _ := t.slots.view(key.ID)
 	if s == nil {
 		return credential.Token{}, false
 	}
-	cur := s.cur.Load()
 	if cur == nil || !t.opts.Now().Before(t.level().until(cur)) {
 		return credential.Token{}, false
 	}

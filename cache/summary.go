@@ -4,11 +4,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/credential"
 )
 
 // What periodic readers (metrics scrapes, the status page) get from the
 // cache without walking every key more often than needed: the lookup
-// counters live in the slots (a hit writes nothing shared), so a scrape sums
+// counters live in the table's cells (a hit writes nothing shared), so a scrape sums
 // them, but only when something happened since the previous sum. An idle
 // tokenbroker holding 100k tokens walks nothing per tick, and one under
 // traffic walks once per scrape, allocating only per label (bounded by
@@ -60,12 +62,12 @@ func (t *Tokens) labelSums() map[string]labelSum {
 		return m.sums
 	}
 	sums := make(map[string]labelSum, len(m.sums))
-	t.slots.each(func(s *slot) {
+	t.slots.each(func(s *slot, cur *credential.Token, hits uint64) {
 		l := labelOf(s)
 		c := sums[l]
-		c.hits += s.hits.Load()
+		c.hits += hits
 		c.misses += uint64(s.misses.Load())
-		if cur := s.cur.Load(); cur != nil && (c.soonest.IsZero() || cur.Expiry.Before(c.soonest)) {
+		if cur != nil && (c.soonest.IsZero() || cur.Expiry.Before(c.soonest)) {
 			c.soonest = cur.Expiry
 		}
 		sums[l] = c
@@ -93,9 +95,9 @@ func (t *Tokens) LabelHits() map[string]uint64 {
 // State returns the state of one key, as Snapshot would, without copying
 // every other key's: the status page builds only the rows it shows.
 func (t *Tokens) State(key Key) (SlotState, bool) {
-	s := t.slots.get(key.ID)
+	s, cur, hits := t.slots.view(key.ID)
 	if s == nil {
 		return SlotState{}, false
 	}
-	return stateOf(s, t.level()), true
+	return stateOf(s, cur, hits, t.level()), true
 }

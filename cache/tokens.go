@@ -2,10 +2,11 @@
 // one exactly once per lifetime.
 //
 // It knows tokens and time, not OAuth: a credential.Source does the minting.
-// Each key has one slot in one table (slots.go), holding the current token,
-// the hit counter and what a miss or a refresh needs to remember (back-off
-// after failures, a refresh in flight). A hit is one map lookup, an atomic
-// load and a clock compare, at any number of keys. cache.max_tokens bounds
+// Each key has one cell in one table (table.go), holding the current token
+// and the hit counter, and one slot (slots.go), holding what a miss or a
+// refresh needs to remember (back-off after failures, a refresh in flight).
+// A hit is one probe of the table, an atomic load and a clock compare, at
+// any number of keys, and reads the cell and the token only. cache.max_tokens bounds
 // the slots; eviction takes idle keys only, never one with a mint in flight
 // or leased by push mode, so a token is still minted once per lifetime.
 package cache
@@ -162,17 +163,17 @@ func (t *Tokens) Settle() { t.bg.Wait() }
 func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (credential.Token, error) {
 	now := t.opts.Now()
 	set := t.level()
-	if s := t.slots.get(key.ID); s != nil {
-		if tok := s.cur.Load(); tok != nil && now.Before(set.until(tok)) {
-			s.hits.Add(1)
-			t.memo.looked()
-			outcome := telemetry.CacheHit
-			if !now.Before(set.refreshAt(tok)) && t.refreshInBackground(ctx, s, src, now) {
+	if tok, due := t.slots.hit(key.ID, now, set); tok != nil {
+		t.memo.looked()
+		outcome := telemetry.CacheHit
+		if due {
+			// Due: only now is the slot needed (a hit does not read it).
+			if s := t.slots.get(key.ID); s != nil && t.refreshInBackground(ctx, s, src, now) {
 				outcome = telemetry.CacheRefresh
 			}
-			telemetry.NoteCache(ctx, outcome)
-			return *tok, nil
 		}
+		telemetry.NoteCache(ctx, outcome)
+		return *tok, nil
 	}
 	s := t.pin(key)
 	defer s.unpin()
@@ -203,7 +204,7 @@ func (t *Tokens) Get(ctx context.Context, key Key, src credential.Source) (crede
 func (t *Tokens) Invalidate(key Key) {
 	if s := t.slots.get(key.ID); s != nil {
 		s.mu.Lock()
-		s.cur.Store(nil)
+		t.slots.store(s, nil)
 		s.mu.Unlock()
 		t.memo.changed()
 	}
@@ -211,15 +212,16 @@ func (t *Tokens) Invalidate(key Key) {
 
 // Forget drops key entirely: its token and its bookkeeping (a removed credential).
 func (t *Tokens) Forget(key Key) {
-	if s := t.slots.remove(key.ID); s != nil {
-		t.retire(s)
+	if s, hits := t.slots.remove(key.ID); s != nil {
+		t.retire(s, hits)
 	}
 }
 
-// retire keeps the lookups of s, leaving the table, in its label's totals;
-// the scrape memo must be rebuilt, or s would count twice.
-func (t *Tokens) retire(s *slot) {
-	t.opts.Meter.retire(s)
+// retire keeps the lookups of s, leaving the table with hits counted in its
+// cell, in its label's totals; the scrape memo must be rebuilt, or s would
+// count twice.
+func (t *Tokens) retire(s *slot, hits uint64) {
+	t.opts.Meter.retire(s, hits)
 	t.memo.changed()
 }
 
@@ -255,7 +257,7 @@ func (t *Tokens) flight(key Key, f func(*slot) (any, error)) (any, error) {
 // fill runs once per key at a time (single-flight): it returns the slot's
 // token when one is usable (a lookup that raced a mint), or mints a new one.
 func (t *Tokens) fill(ctx context.Context, s *slot, src credential.Source) (any, error) {
-	if tok := s.cur.Load(); tok != nil && t.opts.Now().Before(t.level().until(tok)) {
+	if tok := t.slots.load(s); tok != nil && t.opts.Now().Before(t.level().until(tok)) {
 		return tok, nil
 	}
 	if t.shared(s) {
@@ -369,7 +371,7 @@ func (t *Tokens) mint(ctx context.Context, s *slot, src credential.Source) (any,
 	}
 	endMint(span, nil, latency, 0)
 	held := t.hold(tok, now)
-	s.succeeded(held)
+	t.slots.succeeded(s, held)
 	t.memo.changed()
 	s.lastMint, s.latency = now.UnixNano(), uint32(min(latency/time.Microsecond, math.MaxUint32))
 	t.opts.Logger.Info("minted token",

@@ -1,0 +1,194 @@
+package cache
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/credential"
+)
+
+// TestShardAgainstMap drives one shard with random inserts, deletes and
+// lookups against a map. Tags come from 12 values, so keys share tags
+// (only the id tells them apart), probe runs are long and wrap around the
+// array's end, and every delete shifts cells back. After each step every
+// key is found with its own slot, token and hits, and no empty cell sits
+// between a cell and its home (a lookup would stop there and miss it).
+func TestShardAgainstMap(t *testing.T) {
+	seed := maphash.MakeSeed()
+	tagOf := func(id string) uint32 { return 1<<31 | uint32(maphash.String(seed, id)%12)*5 }
+	rng := rand.New(rand.NewPCG(7, 13))
+	var sh shard
+	ref := map[string]*slot{}
+	toks := map[*slot]*credential.Token{}
+	hits := map[*slot]uint64{}
+	maxN := 0
+	for step := range 6_000 {
+		id := fmt.Sprint("k", rng.IntN(300))
+		tag := tagOf(id)
+		i := sh.find(tag, id)
+		s := ref[id]
+		if (i >= 0) != (s != nil) {
+			t.Fatalf("step %d: find(%q) = %d, in map %v", step, id, i, s != nil)
+		}
+		switch op := rng.IntN(10); {
+		case s == nil && op < 6:
+			s = &slot{id: id}
+			sh.insert(tag, s)
+			ref[id] = s
+			if i = sh.find(tag, id); i < 0 {
+				t.Fatalf("step %d: %q not found after insert", step, id)
+			}
+			tok := &credential.Token{Value: id}
+			sh.cells[i].cur.Store(tok)
+			toks[s] = tok
+		case s != nil && op < 4:
+			if got := sh.cells[i].hits.Load(); got != hits[s] {
+				t.Fatalf("step %d: %q has %d hits, want %d", step, id, got, hits[s])
+			}
+			sh.delete(uint32(i))
+			delete(ref, id)
+		case s != nil:
+			sh.cells[i].hits.Add(1)
+			hits[s]++
+		}
+		maxN = max(maxN, sh.n)
+		if sh.n != len(ref) {
+			t.Fatalf("step %d: n = %d, map has %d", step, sh.n, len(ref))
+		}
+		for id, s := range ref {
+			i := sh.find(tagOf(id), id)
+			if i < 0 || sh.owners[i] != s || sh.cells[i].cur.Load() != toks[s] || sh.cells[i].hits.Load() != hits[s] {
+				t.Fatalf("step %d: %q lost or mixed up (index %d)", step, id, i)
+			}
+		}
+		mask := uint32(len(sh.cells) - 1)
+		for j := range sh.cells {
+			c := &sh.cells[j]
+			if c.tag == 0 {
+				if sh.owners[j] != nil || c.cur.Load() != nil || c.hits.Load() != 0 {
+					t.Fatalf("step %d: empty cell %d keeps state", step, j)
+				}
+				continue
+			}
+			for k := home(c.tag, mask); k != uint32(j); k = (k + 1) & mask {
+				if sh.cells[k].tag == 0 {
+					t.Fatalf("step %d: cell %d unreachable: empty cell %d after its home", step, j, k)
+				}
+			}
+		}
+	}
+	if maxN < 100 || len(sh.cells)*maxLoad < maxN*8 {
+		t.Fatalf("%d cells for up to %d keys: the test never grew the array far", len(sh.cells), maxN)
+	}
+}
+
+// TestTableConcurrentReaders: while one writer inserts, stores tokens,
+// forgets and evicts (growing shards and shifting cells), readers hit
+// keys at random. A hit only ever returns its own key's token, and no hit
+// is lost when its cell moves: hits counted by readers equal the hits the
+// table hands back for the slots that left plus those still in it.
+func TestTableConcurrentReaders(t *testing.T) {
+	var tb table
+	tb.init()
+	set := Settings{}.withDefaults()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	expiry := now.Add(time.Hour)
+	ids := make([]string, 3000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%064x", i)
+	}
+	newSlot := func(k Key) *slot { return &slot{id: k.ID, name: k.Name} }
+	usable := func(tok *credential.Token) bool { return now.Before(set.until(tok)) }
+
+	var counted atomic.Uint64
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for r := range 3 {
+		readers.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := ids[rng.IntN(len(ids))]
+				if tok, _ := tb.hit(id, now, &set); tok != nil {
+					counted.Add(1)
+					if tok.Value != id {
+						t.Errorf("hit for %q returned %q's token", id, tok.Value)
+						return
+					}
+				}
+			}
+		})
+	}
+
+	ref := map[string]*slot{}
+	var returned uint64
+	gone := func(s *slot, hits uint64) {
+		if ref[s.id] != s {
+			t.Errorf("evicted %q, not in the table", s.id)
+		}
+		delete(ref, s.id)
+		returned += hits
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 40_000 {
+		id := ids[rng.IntN(len(ids))]
+		switch rng.IntN(10) {
+		case 0, 1, 2, 3, 4, 5:
+			s, inserted := tb.pin(Key{ID: id}, newSlot)
+			if inserted {
+				ref[id] = s
+			} else if ref[id] != s {
+				t.Fatalf("pin(%q) found a slot not in the map", id)
+			}
+			tb.store(s, &credential.Token{Value: id, Expiry: expiry})
+			s.unpin()
+			if inserted {
+				tb.bound(2000, id, usable, gone)
+			}
+		case 6:
+			if s := tb.get(id); s != nil {
+				tb.store(s, nil) // an invalidation
+			}
+		default:
+			s, hits := tb.remove(id)
+			if s != ref[id] {
+				t.Fatalf("remove(%q) returned a slot not in the map", id)
+			}
+			delete(ref, id)
+			returned += hits
+		}
+	}
+	close(stop)
+	readers.Wait()
+
+	if got := tb.total.Load(); got != int64(len(ref)) || got > 2000 {
+		t.Fatalf("total %d, map %d, max_tokens 2000", got, len(ref))
+	}
+	var walked int
+	var kept uint64
+	tb.each(func(s *slot, cur *credential.Token, hits uint64) {
+		walked++
+		kept += hits
+		if ref[s.id] != s || cur != nil && cur.Value != s.id {
+			t.Errorf("walk found %q out of place", s.id)
+		}
+	})
+	if walked != len(ref) {
+		t.Fatalf("walk saw %d slots, map has %d", walked, len(ref))
+	}
+	if returned+kept != counted.Load() {
+		t.Fatalf("readers counted %d hits; the table returned %d and keeps %d", counted.Load(), returned, kept)
+	}
+	if counted.Load() == 0 {
+		t.Fatal("no reader ever hit: the test proves nothing")
+	}
+}
