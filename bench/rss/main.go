@@ -153,7 +153,14 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	pid := cmd.Process.Pid
-	serving, err := serveproc.Serving(stderr, nil, nil)
+	var lastGC atomic.Pointer[string]
+	serving, err := serveproc.Serving(stderr, nil, func(line string) {
+		// Keep only the runtime's GC trace (GODEBUG=gctrace=1): its last
+		// line says what the heap held, which RSS alone does not.
+		if strings.HasPrefix(line, "gc ") {
+			lastGC.Store(&line)
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -220,6 +227,9 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 	fmt.Printf("RSS of tokenbroker serve: %.0f MB ready (peak so far %.0f MB), %.0f MB after the fill\n", ready, readyPeak, filled)
 	fmt.Printf("idle for %s: %.0f–%.0f MB, %.0f MB at the end (flat: %v)\n", settle, low, high, last, high-low < 0.1*low)
 	fmt.Printf("steady %.0f MB, peak (VmHWM) %.0f MB = %.2f× steady\n", last, peak, peak/last)
+	if l := lastGC.Load(); l != nil {
+		fmt.Printf("last GC of tokenbroker (heap before->after->live MB): %s\n", *l)
+	}
 	if limitMB > 0 && last > limitMB {
 		return fmt.Errorf("steady RSS %.0f MB over the %.0f MB target", last, limitMB)
 	}
