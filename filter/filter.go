@@ -6,6 +6,7 @@ package filter
 import (
 	"context"
 	"errors"
+	"iter"
 	"net/http"
 	"slices"
 	"strings"
@@ -190,6 +191,28 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 	f.routes = newTable(cfg.Routes, f.bindings)
 	f.routeNames = nameRoutes(f.routes)
 	return f, nil
+}
+
+// Key returns the cache key of the credential called name in this
+// configuration: the identity its tokens are cached under.
+func (f *Filter) Key(name string) (cache.Key, bool) {
+	b, ok := f.bindings[name]
+	if !ok {
+		return cache.Key{}, false
+	}
+	return b.key, true
+}
+
+// Keys yields the cache key of every credential in this configuration
+// (key.Name is the credential's name), in no particular order.
+func (f *Filter) Keys() iter.Seq[cache.Key] {
+	return func(yield func(cache.Key) bool) {
+		for _, b := range f.bindings {
+			if !yield(b.key) {
+				return
+			}
+		}
+	}
 }
 
 // Decide picks the credential for r and returns the header to inject, or a denial.

@@ -99,3 +99,32 @@ func staticCredentials(t testing.TB, yaml string) *Filter {
 	}
 	return f
 }
+
+// TestKeys: Key and Keys give each credential's cache key as Decide uses it
+// (the identity of its configuration, its name, static values local), the
+// only record of a credential the assembly keeps beside the filter.
+func TestKeys(t *testing.T) {
+	yaml := "credentials:\n  a: {type: static, value: va}\n  b: {type: static, value: vb}\n"
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := staticCredentials(t, yaml)
+	seen := map[string]bool{}
+	for k := range f.Keys() {
+		want := cfg.Credentials[k.Name]
+		if want == nil || k.ID != want.Identity() || !k.Local {
+			t.Errorf("key %+v: not credential %q's identity, or not local", k, k.Name)
+		}
+		if got, ok := f.Key(k.Name); !ok || got != k {
+			t.Errorf("Key(%q) = %+v, %v; Keys gave %+v", k.Name, got, ok, k)
+		}
+		seen[k.Name] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("Keys gave %v, want a and b", seen)
+	}
+	if _, ok := f.Key("c"); ok {
+		t.Error("Key of a credential not configured")
+	}
+}
