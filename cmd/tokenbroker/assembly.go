@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"google.golang.org/grpc"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +64,7 @@ type assembly struct {
 	core    []component // fleet … admin, in start order
 	serving []component // grpc, forwardAuth, brokerHTTP
 
-	cfg atomic.Pointer[config.Config] // in force
+	cfg atomic.Pointer[inForce] // the configuration in force, as kept between reloads
 
 	reloadMu sync.Mutex // serialises reloads
 	reloads  *reloadMetrics
@@ -133,7 +134,7 @@ func newAssembly(log *zap.Logger) *assembly {
 	a.broker = &brokerEndpoint{log: log, reg: reg, tokens: a.tokens, budgets: a.budgets, processKey: processKey}
 	a.decisions = &decisions{log: log, tokens: a.tokens, metrics: filter.NewMetrics(reg)}
 	adminHandler := admin.New(reg)
-	a.status = &statusPage{reg: reg, decisions: a.decisions.metrics, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
+	a.status = &statusPage{reg: reg, decisions: a.decisions.metrics, filter: func() *filter.Filter { return a.decisions.filter }, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
 	a.push = &pushMode{log: log, reg: reg, tokens: a.tokens, decisions: a.decisions, status: a.status}
 	a.admin = newAdminListener(adminHandler, a, log)
 	a.grpc = newGRPCListener(&a.decisions.current, log)
@@ -152,8 +153,36 @@ func (a *assembly) components() []component {
 	return append(append([]component(nil), a.core...), a.serving...)
 }
 
-// config is the configuration in force.
-func (a *assembly) config() *config.Config { return a.cfg.Load() }
+// config is the configuration in force, without its credentials
+// (inForce says why).
+func (a *assembly) config() *config.Config { return a.cfg.Load().cfg }
+
+// inForce is the configuration in force as the assembly keeps it once every
+// component has been built from it: every section but `credentials:`, and a
+// digest of that. After the load the credentials live on in the form their
+// users need — the token sources, the filter's bindings (cache keys, header
+// formats, allowed_sources), the budget meter's policies, the status page's
+// names and prices — so the parsed config.Credential of each (about 0.8 KB
+// with its strings and map entry, 80 MB for 100,000) is not kept as well.
+// The next reload compares digests to tell whether credentials changed.
+type inForce struct {
+	cfg         *config.Config // Credentials nil
+	credentials config.Digest  // cfg.CredentialsDigest() of the file as loaded
+}
+
+// keep is cfg as the assembly keeps it in force; creds is its credentials' digest.
+func keep(cfg *config.Config, creds config.Digest) *inForce {
+	c := *cfg
+	c.Credentials = nil
+	return &inForce{cfg: &c, credentials: creds}
+}
+
+// same reports whether cfg (with credentials digest creds) says what f does.
+func (f *inForce) same(cfg *config.Config, creds config.Digest) bool {
+	c := *cfg
+	c.Credentials = nil
+	return creds == f.credentials && reflect.DeepEqual(f.cfg, &c)
+}
 
 // start builds everything cfg describes and starts listening. On error
 // nothing is left running.
@@ -170,8 +199,8 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 			return nil, err
 		}
 	}
+	a.cfg.Store(keep(cfg, cfg.CredentialsDigest()))
 	releaseLoadMemory() // before ready: the forced collection is not paid by the first requests
-	a.cfg.Store(cfg)
 	a.admin.handler.SetReady(true)
 	log.Info("serving",
 		zap.String("version", buildVersion()),
@@ -185,10 +214,11 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 	return a, nil
 }
 
-// apply puts cfg in force: every component prepares it, then (when all
-// could) every change commits and retires in order. It returns the settings
-// only a restart can apply; cfg then holds their running values.
-func (a *assembly) apply(cfg *config.Config) (restart []string, err error) {
+// apply puts cfg, whose credentials digest is creds, in force: every
+// component prepares it, then (when all could) every change commits and
+// retires in order. It returns the settings only a restart can apply; cfg
+// then holds their running values.
+func (a *assembly) apply(cfg *config.Config, creds config.Digest) (restart []string, err error) {
 	var changes []change
 	for _, c := range a.components() {
 		ch, err := c.apply(cfg)
@@ -204,7 +234,7 @@ func (a *assembly) apply(cfg *config.Config) (restart []string, err error) {
 	for _, ch := range changes {
 		ch.run(ch.commit)
 	}
-	a.cfg.Store(cfg)
+	a.cfg.Store(keep(cfg, creds))
 	if a.beforeRetire != nil {
 		a.beforeRetire()
 	}
