@@ -42,6 +42,17 @@ func (c *Config) CredentialsDigest() Digest {
 	return d
 }
 
+// RoutesDigest is a digest of the `routes:` section, in order, every field
+// (the line each starts on too, as a whole-configuration comparison saw it),
+// keyed as CredentialsDigest is.
+func (c *Config) RoutesDigest() Digest {
+	h := hmac.New(sha256.New, valueKey)
+	digestValue(h, reflect.ValueOf(c.Routes))
+	var d Digest
+	h.Sum(d[:0])
+	return d
+}
+
 // digestValue writes v to h field by field, through reflection so a field
 // added to Credential is covered without anyone remembering to add it here.
 // Every variable-length value is length-prefixed and every nil marked, so

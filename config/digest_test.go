@@ -103,3 +103,32 @@ func TestCredentialsDigest(t *testing.T) {
 		t.Error("no credentials digests differently for a nil and an empty map")
 	}
 }
+
+// TestRoutesDigest: every field of a route and the routes' order count.
+func TestRoutesDigest(t *testing.T) {
+	base := func() []Route {
+		return []Route{{Host: "a.example.com", Credential: "a", Line: 3}, {Host: "b.example.com", Credential: "b", Line: 5}}
+	}
+	of := func(rs []Route) Digest { return (&Config{Routes: rs}).RoutesDigest() }
+	want := of(base())
+	if of(base()) != want {
+		t.Fatal("digest of equal routes differs")
+	}
+	for i := range reflect.TypeFor[Route]().NumField() {
+		rs := base()
+		v := reflect.ValueOf(&rs[0]).Elem().Field(i)
+		if v.Kind() == reflect.Int {
+			v.SetInt(v.Int() + 1)
+		} else {
+			change(t, reflect.TypeFor[Route]().Field(i).Name, v)
+		}
+		if of(rs) == want {
+			t.Errorf("changing %s leaves the digest unchanged", reflect.TypeFor[Route]().Field(i).Name)
+		}
+	}
+	rs := base()
+	rs[0], rs[1] = rs[1], rs[0]
+	if of(rs) == want {
+		t.Error("reordering routes leaves the digest unchanged")
+	}
+}
