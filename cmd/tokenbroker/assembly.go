@@ -153,35 +153,45 @@ func (a *assembly) components() []component {
 	return append(append([]component(nil), a.core...), a.serving...)
 }
 
-// config is the configuration in force, without its credentials
-// (inForce says why).
+// config is the configuration in force, without its credentials and
+// routes (inForce says why).
 func (a *assembly) config() *config.Config { return a.cfg.Load().cfg }
 
 // inForce is the configuration in force as the assembly keeps it once every
-// component has been built from it: every section but `credentials:`, and a
-// digest of that. After the load the credentials live on in the form their
-// users need — the token sources, the filter's bindings (cache keys, header
-// formats, allowed_sources), the budget meter's policies, the status page's
-// names and prices — so the parsed config.Credential of each (about 0.8 KB
-// with its strings and map entry, 80 MB for 100,000) is not kept as well.
-// The next reload compares digests to tell whether credentials changed.
+// component has been built from it: every section but `credentials:` and
+// `routes:`, and digests of those two. After the load they live on in the
+// form their users need — the token sources, the filter's bindings and
+// route table, the budget meter's policies, the status page's names, prices
+// and route texts — so the parsed config.Credential and config.Route of each
+// (about 0.9 KB with their strings and map entry, 90 MB for 100,000) are
+// not kept as well. The next reload compares digests to tell whether either
+// changed.
 type inForce struct {
-	cfg         *config.Config // Credentials nil
-	credentials config.Digest  // cfg.CredentialsDigest() of the file as loaded
+	cfg *config.Config // Credentials and Routes nil
+	digests
 }
 
-// keep is cfg as the assembly keeps it in force; creds is its credentials' digest.
-func keep(cfg *config.Config, creds config.Digest) *inForce {
-	c := *cfg
-	c.Credentials = nil
-	return &inForce{cfg: &c, credentials: creds}
+// digests stand in for the credentials and routes of a configuration.
+type digests struct{ credentials, routes config.Digest }
+
+func digestsOf(cfg *config.Config) digests {
+	return digests{credentials: cfg.CredentialsDigest(), routes: cfg.RoutesDigest()}
 }
 
-// same reports whether cfg (with credentials digest creds) says what f does.
-func (f *inForce) same(cfg *config.Config, creds config.Digest) bool {
+// keep is cfg, whose digests are d, as the assembly keeps it in force.
+func keep(cfg *config.Config, d digests) *inForce {
+	return &inForce{cfg: withoutLists(cfg), digests: d}
+}
+
+func withoutLists(cfg *config.Config) *config.Config {
 	c := *cfg
-	c.Credentials = nil
-	return creds == f.credentials && reflect.DeepEqual(f.cfg, &c)
+	c.Credentials, c.Routes = nil, nil
+	return &c
+}
+
+// same reports whether cfg (with digests d) says what f does.
+func (f *inForce) same(cfg *config.Config, d digests) bool {
+	return d == f.digests && reflect.DeepEqual(f.cfg, withoutLists(cfg))
 }
 
 // start builds everything cfg describes and starts listening. On error
@@ -199,7 +209,7 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 			return nil, err
 		}
 	}
-	a.cfg.Store(keep(cfg, cfg.CredentialsDigest()))
+	a.cfg.Store(keep(cfg, digestsOf(cfg)))
 	releaseLoadMemory() // before ready: the forced collection is not paid by the first requests
 	a.admin.handler.SetReady(true)
 	log.Info("serving",
@@ -214,11 +224,11 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 	return a, nil
 }
 
-// apply puts cfg, whose credentials digest is creds, in force: every
+// apply puts cfg, whose digests are d, in force: every
 // component prepares it, then (when all could) every change commits and
 // retires in order. It returns the settings only a restart can apply; cfg
 // then holds their running values.
-func (a *assembly) apply(cfg *config.Config, creds config.Digest) (restart []string, err error) {
+func (a *assembly) apply(cfg *config.Config, d digests) (restart []string, err error) {
 	var changes []change
 	for _, c := range a.components() {
 		ch, err := c.apply(cfg)
@@ -234,7 +244,7 @@ func (a *assembly) apply(cfg *config.Config, creds config.Digest) (restart []str
 	for _, ch := range changes {
 		ch.run(ch.commit)
 	}
-	a.cfg.Store(keep(cfg, creds))
+	a.cfg.Store(keep(cfg, d))
 	if a.beforeRetire != nil {
 		a.beforeRetire()
 	}

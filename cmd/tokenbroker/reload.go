@@ -85,14 +85,14 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 		log.Error("configuration reload failed; the previous configuration keeps serving", zap.Error(err))
 		return reloadFailed, err
 	}
-	old, creds := a.cfg.Load(), cfg.CredentialsDigest()
-	if old.same(cfg, creds) {
+	old, d := a.cfg.Load(), digestsOf(cfg)
+	if old.same(cfg, d) {
 		log.Info("configuration unchanged")
 		return reloadUnchanged, nil
 	}
-	changed := sections(old, cfg, creds)
+	changed := sections(old, cfg, d)
 	oldFilter := a.decisions.filter // set on commit, under the reload lock
-	restart, err := a.apply(cfg, creds)
+	restart, err := a.apply(cfg, d)
 	if err != nil {
 		log.Error("configuration reload failed; the previous configuration keeps serving", zap.Error(err))
 		return reloadFailed, err
@@ -102,7 +102,7 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 		log.Warn("configuration changes that apply only after a restart; running with the old values",
 			zap.Strings("fields", restart))
 	}
-	if old.same(cfg, creds) {
+	if old.same(cfg, d) {
 		log.Info("configuration unchanged")
 		return reloadUnchanged, nil
 	}
@@ -121,9 +121,9 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 }
 
 // sections names the top-level sections that differ between the
-// configuration in force and cfg, whose credentials digest is creds
-// (listen.* by listener), for the reload's log line.
-func sections(in *inForce, cfg *config.Config, creds config.Digest) []string {
+// configuration in force and cfg, whose digests are d (listen.* by
+// listener), for the reload's log line.
+func sections(in *inForce, cfg *config.Config, d digests) []string {
 	old := in.cfg
 	var out []string
 	add := func(name string, a, b any) {
@@ -137,8 +137,8 @@ func sections(in *inForce, cfg *config.Config, creds config.Digest) []string {
 	add("listen.broker", old.Listen.Broker, cfg.Listen.Broker)
 	add("listen.tls", old.Listen.TLS, cfg.Listen.TLS)
 	add("default_action", old.DefaultAction, cfg.DefaultAction)
-	add("credentials", in.credentials, creds)
-	add("routes", old.Routes, cfg.Routes)
+	add("credentials", in.credentials, d.credentials)
+	add("routes", in.routes, d.routes)
 	add("cache", old.Cache, cfg.Cache)
 	add("shutdown", old.Shutdown, cfg.Shutdown)
 	add("forward_auth", old.ForwardAuth, cfg.ForwardAuth)

@@ -230,7 +230,7 @@ func TestReloadAppliesChanges(t *testing.T) {
 // client secret is a change (the assembly no longer keeps the parsed
 // credentials, only a digest of them): it is applied, the cached token is
 // kept (the identity leaves the secret out), and the next mint uses the new
-// secret.
+// secret. So is a reload that changes one route and nothing else.
 func TestReloadSecretRotationApplies(t *testing.T) {
 	idp, url := newIdP(t)
 	body := tbConfig(url, []string{"a"}, "a.example.com=a")
@@ -261,6 +261,18 @@ func TestReloadSecretRotationApplies(t *testing.T) {
 	l.srv.tokens.Invalidate(key)
 	if got := outcome(l.check(t, "a.example.com/")); got != "token unavailable" {
 		t.Errorf("a mint after rotation: %s, want token unavailable (the new, wrong, secret sent)", got)
+	}
+
+	// A route alone changed is a change too.
+	replaceFile(t, path, strings.Replace(tbConfig(url, []string{"a"}, "a.example.com/v2=a"), idpClients["svc-a"], "rotated-but-wrong", 1))
+	if r, err := l.srv.reload(path, "test"); r != reloadApplied || err != nil {
+		t.Fatalf("route changed: %s %v, want applied", r, err)
+	}
+	if !strings.Contains(l.logs.String(), `"sections":["routes"]`) {
+		t.Errorf("the reload did not name routes as changed:\n%s", l.logs)
+	}
+	if got := outcome(l.check(t, "a.example.com/")); got != "no route" {
+		t.Errorf("after the route change: %s, want no route", got)
 	}
 }
 
