@@ -306,7 +306,7 @@ func (f *Filter) pick(r *Request, path string, pathOK bool) (b *binding, remove 
 	}
 	rt, known := f.routes.match(r.Host, path, r.Method, pathOK)
 	if rt != nil {
-		return rt.binding, rt.remove, true
+		return rt.binding, rt.removes(), true
 	}
 	return nil, nil, known
 }
