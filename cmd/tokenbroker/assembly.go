@@ -210,6 +210,11 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 		}
 	}
 	a.cfg.Store(keep(cfg, digestsOf(cfg)))
+	credentials, routes, action := len(cfg.Credentials), len(cfg.Routes), cfg.DefaultAction
+	// Nothing else holds the parsed credentials and routes now (inForce):
+	// drop the last reference, so the collection below frees them and
+	// returns their pages rather than leaving them resident as garbage.
+	cfg = nil
 	releaseLoadMemory() // before ready: the forced collection is not paid by the first requests
 	a.admin.handler.SetReady(true)
 	log.Info("serving",
@@ -218,9 +223,9 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 		zap.Stringer("admin", addrOrOff(a.admin.addr())),
 		zap.Stringer("http", addrOrOff(a.forwardAuth.addr())),
 		zap.Stringer("broker", addrOrOff(a.brokerHTTP.addr())),
-		zap.Int("credentials", len(cfg.Credentials)),
-		zap.Int("routes", len(cfg.Routes)),
-		zap.String("default_action", cfg.DefaultAction))
+		zap.Int("credentials", credentials),
+		zap.Int("routes", routes),
+		zap.String("default_action", action))
 	return a, nil
 }
 
