@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -130,5 +131,21 @@ func TestRoutesDigest(t *testing.T) {
 	rs[0], rs[1] = rs[1], rs[0]
 	if of(rs) == want {
 		t.Error("reordering routes leaves the digest unchanged")
+	}
+}
+
+// BenchmarkCredentialsDigest: what a reload of a 100,000-credential file
+// pays to compare credentials (once per reload; nothing per request).
+func BenchmarkCredentialsDigest(b *testing.B) {
+	cfg := &Config{Credentials: map[string]*Credential{}}
+	for i := range 100_000 {
+		name := "client-" + strconv.Itoa(i)
+		cfg.Credentials[name] = &Credential{Name: name, Type: "client_credentials", TokenURL: "https://idp.example.com/token",
+			ClientID: name, ClientSecret: Secret("secret-" + name), AuthMethod: "client_secret_basic", Scopes: []string{"api"},
+			Header: "Authorization", Format: "Bearer {token}"}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		cfg.CredentialsDigest()
 	}
 }
