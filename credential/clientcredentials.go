@@ -47,17 +47,24 @@ type ClientCredentials struct {
 	Logf func(format string, args ...any)
 
 	name     string
-	tokenURL string
-	host     string // for messages: no userinfo, no query
 	clientID string
 	secret   string // from client_secret; "" when rare.secretFile is used
+	form     string // the fixed form fields, encoded once (a map per credential is costly at 100k credentials)
+	ep       unique.Handle[endpoint]
+	rare     *ccRare // never nil; &noRare when none of it is set
+}
+
+// endpoint is how a client reaches its IdP: usually the same for thousands
+// of one IdP's clients, so they share one copy (unique.Make) instead of
+// carrying ~80 bytes each. Read once per mint.
+type endpoint struct {
+	tokenURL string
+	host     string // for messages: no userinfo, no query
 	auth     string // auth_method
 	basic    bool   // client_secret_basic rather than client_secret_post
-	form     string // the fixed form fields, encoded once (a map per credential is costly at 100k credentials)
 	timeout  time.Duration
 	lifetime time.Duration // when the IdP omits expires_in
 	hc       *http.Client
-	rare     *ccRare // never nil; &noRare when none of it is set
 }
 
 // ccRare is what only some auth methods and grants use, kept out of line:
@@ -239,17 +246,12 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 	}
 	return &ClientCredentials{
 		name:     c.Name,
-		tokenURL: tokenURL,
-		host:     unique.Make(u.Host).Value(),
 		clientID: c.ClientID,
 		secret:   secret,
-		auth:     auth,
-		basic:    basic,
 		form:     unique.Make(form.Encode()).Value(),
-		timeout:  timeout,
-		lifetime: lifetime,
-		hc:       hc,
-		rare:     rare,
+		ep: unique.Make(endpoint{tokenURL: tokenURL, host: u.Host, auth: auth, basic: basic,
+			timeout: timeout, lifetime: lifetime, hc: hc}),
+		rare: rare,
 	}, nil
 }
 
@@ -257,20 +259,21 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 // refusal is an *IdPError, an unusable 2xx answer wraps ErrBadResponse, and a deadline or
 // cancellation still satisfies errors.Is(err, context.DeadlineExceeded / context.Canceled).
 func (cc *ClientCredentials) Token(ctx context.Context) (Token, error) {
-	telemetry.NoteIdP(ctx, cc.host, cc.auth) // on the cache's mint span, when traced
-	resp, err := cc.mint(ctx)
+	ep := cc.ep.Value()
+	telemetry.NoteIdP(ctx, ep.host, ep.auth) // on the cache's mint span, when traced
+	resp, err := cc.mint(ctx, &ep)
 	if err != nil {
-		return Token{}, fmt.Errorf("token request to %s: %w", cc.host, err)
+		return Token{}, fmt.Errorf("token request to %s: %w", ep.host, err)
 	}
 	if resp.Note != "" && cc.Logf != nil {
-		cc.Logf("credential %q: token response from %s adjusted: %s", cc.name, cc.host, resp.Note)
+		cc.Logf("credential %q: token response from %s adjusted: %s", cc.name, ep.host, resp.Note)
 	}
 	return resp.Token, nil
 }
 
-func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
+func (cc *ClientCredentials) mint(ctx context.Context, ep *endpoint) (Response, error) {
 	var secret string // whatever must not appear in an error: the client secret or grant token
-	switch cc.auth {
+	switch ep.auth {
 	case "client_secret_basic", "client_secret_post", "client_secret_jwt":
 		secret = cc.secret
 		if secret == "" {
@@ -299,7 +302,7 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		grantToken = t
 		form.Set(cc.rare.grantParam, t)
 	}
-	switch cc.auth {
+	switch ep.auth {
 	case "client_secret_post":
 		form.Set("client_secret", secret)
 	case "client_secret_jwt", "private_key_jwt":
@@ -321,22 +324,22 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		form.Set("client_assertion", a)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, cc.timeout)
+	ctx, cancel := context.WithTimeout(ctx, ep.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cc.tokenURL, strings.NewReader(joinForm(cc.form, form.Encode())))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.tokenURL, strings.NewReader(joinForm(cc.form, form.Encode())))
 	if err != nil {
 		return Response{}, errors.New("building request failed") // the URL was checked in NewClientCredentials
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "tokenbroker")
-	if cc.basic {
+	if ep.basic {
 		// RFC 6749 §2.3.1: both halves are form-urlencoded before Basic encoding.
 		req.SetBasicAuth(url.QueryEscape(cc.clientID), url.QueryEscape(secret))
 	}
 
 	now := cc.now()
-	res, err := cc.hc.Do(req)
+	res, err := ep.hc.Do(req)
 	if err != nil {
 		// *url.Error quotes the full URL (query included); keep only its cause, as the
 		// caller's message names the host.
@@ -362,7 +365,7 @@ func (cc *ClientCredentials) mint(ctx context.Context) (Response, error) {
 		body = body[:maxBody]
 	}
 
-	resp, err := ParseTokenResponse(res.StatusCode, res.Header, body, now, cc.lifetime)
+	resp, err := ParseTokenResponse(res.StatusCode, res.Header, body, now, ep.lifetime)
 	if err != nil {
 		var ie *IdPError
 		if errors.As(err, &ie) {

@@ -446,7 +446,7 @@ func TestClientCredentialsDefaultClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cc.hc == http.DefaultClient || cc.hc.Timeout == 0 {
+	if cc.ep.Value().hc == http.DefaultClient || cc.ep.Value().hc.Timeout == 0 {
 		t.Error("nil client did not give a default client with a timeout")
 	}
 	if _, err := cc.Token(context.Background()); err != nil {
@@ -533,5 +533,34 @@ func TestClientCredentialsShareEmptyRare(t *testing.T) {
 	}
 	if j.rare.assertionAud != "https://idp.example.com/token" {
 		t.Fatalf("client_secret_jwt assertion audience %q, want the token URL", j.rare.assertionAud)
+	}
+}
+
+// Clients of one IdP endpoint share one endpoint value (100k of them must
+// not carry its token URL, host, method, timeouts and client each); a
+// client that reaches it differently gets its own.
+func TestClientCredentialsShareEndpoint(t *testing.T) {
+	build := func(mutate ...func(*config.Credential)) *ClientCredentials {
+		t.Helper()
+		cc, err := NewClientCredentials(credentialFor("https://idp.example.com/token", mutate...), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cc
+	}
+	a := build()
+	b := build(func(c *config.Credential) { c.ClientID, c.ClientSecret = "other", "other-secret" })
+	if a.ep != b.ep {
+		t.Error("two clients of one endpoint do not share it")
+	}
+	for name, m := range map[string]func(*config.Credential){
+		"auth method": func(c *config.Credential) { c.AuthMethod = "client_secret_post" },
+		"timeout":     func(c *config.Credential) { c.Timeout = config.Duration(3 * time.Second) },
+		"lifetime":    func(c *config.Credential) { c.DefaultLifetime = config.Duration(7 * time.Minute) },
+		"token URL":   func(c *config.Credential) { c.TokenURL = "https://idp.example.com/other" },
+	} {
+		if c := build(m); c.ep == a.ep {
+			t.Errorf("%s differs, endpoint shared", name)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unique"
 
 	"github.com/tokenbroker/tokenbroker/config"
 )
@@ -27,7 +28,7 @@ func WithFormat(src Source, format string) Source {
 	if !ok {
 		return src
 	}
-	f := formatted{src: src, prefix: prefix, suffix: suffix}
+	f := formatted{src: src, affixes: unique.Make(affixes{prefix, suffix})}
 	if ch, ok := src.(changer); ok {
 		return formattedChanger{f, ch}
 	}
@@ -50,19 +51,24 @@ func fromConfig(c *config.Credential, logf func(format string, args ...any)) (So
 	}
 }
 
-// formatted is a Source under WithFormat.
+// formatted is a Source under WithFormat. It is one per credential: the
+// format's halves, the same for most, are shared (24 bytes instead of 48).
 type formatted struct {
-	src            Source
-	prefix, suffix string
+	src     Source
+	affixes unique.Handle[affixes]
 }
+
+// affixes are a format split around {token}.
+type affixes struct{ prefix, suffix string }
 
 func (f formatted) Token(ctx context.Context) (Token, error) {
 	t, err := f.src.Token(ctx)
 	if err != nil {
 		return t, err
 	}
-	t.Header = f.prefix + t.Value + f.suffix
-	t.Value = t.Header[len(f.prefix) : len(t.Header)-len(f.suffix)]
+	a := f.affixes.Value()
+	t.Header = a.prefix + t.Value + a.suffix
+	t.Value = t.Header[len(a.prefix) : len(t.Header)-len(a.suffix)]
 	return t, nil
 }
 

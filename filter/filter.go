@@ -6,6 +6,7 @@ package filter
 import (
 	"context"
 	"errors"
+	"iter"
 	"net/http"
 	"slices"
 	"strings"
@@ -19,7 +20,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
 	"github.com/tokenbroker/tokenbroker/internal/canonpath"
-	"github.com/tokenbroker/tokenbroker/internal/logthrottle"
 )
 
 // ReasonHeader carries a short, secret-free reason on every denial.
@@ -111,16 +111,22 @@ type Filter struct {
 }
 
 // binding joins a credential's name, cache key, source and header format.
+// There is one per credential (100,000 of them in a large file): what many
+// share, they share by pointer.
 type binding struct {
-	key            cache.Key // key.Name is the credential's name
-	src            credential.Source
-	header         string
-	prefix, suffix string // the format split around {token}
-	formatted      atomic.Pointer[formatted]
-	sources        *sourcePolicy        // nil: any caller
-	changer        credential.Changer   // non-nil for sources whose value can change in place
-	checks         *checkCounts         // this credential's Check counts (checks.go)
-	deniedLog      logthrottle.Throttle // "source not allowed" lines for this credential
+	key       cache.Key // key.Name is the credential's name
+	src       credential.Source
+	*format   // shared by every credential with the same header and format
+	formatted atomic.Pointer[formatted]
+	sources   *sourcePolicy      // nil: any caller
+	changer   credential.Changer // non-nil for sources whose value can change in place
+	checks    *checkCounts       // this credential's Check counts (checks.go)
+}
+
+// format is a header name (lower-case) and the value's format split around
+// {token}.
+type format struct {
+	header, prefix, suffix string
 }
 
 // formatted memoises the header value of the current token so the hit path
@@ -147,30 +153,28 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 		m:            m,
 	}
 	var open []string // credentials without allowed_sources
-	// Most credentials share a header name: lower-case each distinct one
-	// once, not a copy per credential (~17 B each of 100k).
-	lower := map[string]string{}
+	// Most credentials share a header and a format: one copy of each
+	// distinct pair (the header lower-cased once), not one per credential.
+	formats := map[[2]string]*format{}
 	for name, c := range cfg.Credentials {
 		src, ok := sources[name]
 		if !ok {
 			return nil, errors.New("filter: no token source for credential " + name)
 		}
-		prefix, suffix, _ := strings.Cut(c.Format, "{token}")
 		changer, _ := src.(credential.Changer)
 		// A static value costs no mint: it stays out of the fleet's shared
 		// tier, so Redis never holds a copy of it.
 		key := cache.Key{ID: c.Identity(), Name: name, Local: c.Type == "static"}
-		header, ok := lower[c.Header]
+		fm, ok := formats[[2]string{c.Header, c.Format}]
 		if !ok {
-			header = strings.ToLower(c.Header) // HTTP/2 and Envoy use lower-case names
-			lower[c.Header] = header
+			prefix, suffix, _ := strings.Cut(c.Format, "{token}")
+			fm = &format{header: strings.ToLower(c.Header), prefix: prefix, suffix: suffix} // HTTP/2 and Envoy use lower-case names
+			formats[[2]string{c.Header, c.Format}] = fm
 		}
 		f.bindings[name] = &binding{
 			key:     key,
 			src:     src,
-			header:  header,
-			prefix:  prefix,
-			suffix:  suffix,
+			format:  fm,
 			sources: newSourcePolicy(c.AllowedSources),
 			changer: changer,
 			checks:  m.counts(name),
@@ -190,6 +194,28 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 	f.routes = newTable(cfg.Routes, f.bindings)
 	f.routeNames = nameRoutes(f.routes)
 	return f, nil
+}
+
+// Key returns the cache key of the credential called name in this
+// configuration: the identity its tokens are cached under.
+func (f *Filter) Key(name string) (cache.Key, bool) {
+	b, ok := f.bindings[name]
+	if !ok {
+		return cache.Key{}, false
+	}
+	return b.key, true
+}
+
+// Keys yields the cache key of every credential in this configuration
+// (key.Name is the credential's name), in no particular order.
+func (f *Filter) Keys() iter.Seq[cache.Key] {
+	return func(yield func(cache.Key) bool) {
+		for _, b := range f.bindings {
+			if !yield(b.key) {
+				return
+			}
+		}
+	}
 }
 
 // Decide picks the credential for r and returns the header to inject, or a denial.
@@ -233,7 +259,7 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 		// Anyone can send these: at most one line per credential per
 		// interval, with the count since the last, and the caller's fields
 		// clipped (a principal may be megabytes long).
-		if n, ok := b.deniedLog.Take(time.Now(), denialLogEvery); ok {
+		if n, ok := b.sources.deniedLog.Take(time.Now(), denialLogEvery); ok {
 			f.log.Warn("source not allowed to use credential",
 				zap.String("credential", b.key.Name),
 				zap.String("principal", clip(r.Principal)),
@@ -283,7 +309,7 @@ func (f *Filter) pick(r *Request, path string, pathOK bool) (b *binding, remove 
 	}
 	rt, known := f.routes.match(r.Host, path, r.Method, pathOK)
 	if rt != nil {
-		return rt.binding, rt.remove, true
+		return rt.binding, rt.removes(), true
 	}
 	return nil, nil, known
 }

@@ -3,6 +3,7 @@ package filter
 import (
 	"fmt"
 	"testing"
+	"unsafe"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/credential"
@@ -98,4 +99,54 @@ func staticCredentials(t testing.TB, yaml string) *Filter {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// TestKeys: Key and Keys give each credential's cache key as Decide uses it
+// (the identity of its configuration, its name, static values local), the
+// only record of a credential the assembly keeps beside the filter.
+func TestKeys(t *testing.T) {
+	yaml := "credentials:\n  a: {type: static, value: va}\n  b: {type: static, value: vb}\n"
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := staticCredentials(t, yaml)
+	seen := map[string]bool{}
+	for k := range f.Keys() {
+		want := cfg.Credentials[k.Name]
+		if want == nil || k.ID != want.Identity() || !k.Local {
+			t.Errorf("key %+v: not credential %q's identity, or not local", k, k.Name)
+		}
+		if got, ok := f.Key(k.Name); !ok || got != k {
+			t.Errorf("Key(%q) = %+v, %v; Keys gave %+v", k.Name, got, ok, k)
+		}
+		seen[k.Name] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("Keys gave %v, want a and b", seen)
+	}
+	if _, ok := f.Key("c"); ok {
+		t.Error("Key of a credential not configured")
+	}
+}
+
+// TestBindingsShareFormats: credentials with the same header and format
+// share one copy of it, and a binding stays in the 112-byte size class
+// (100,000 credentials: every 16 bytes here is 1.6 MB).
+func TestBindingsShareFormats(t *testing.T) {
+	f := staticCredentials(t, `credentials:
+  a: {type: static, value: va}
+  b: {type: static, value: vb}
+  c: {type: static, value: vc, header: X-Api-Key, format: "{token}"}
+`)
+	a, b, c := f.bindings["a"], f.bindings["b"], f.bindings["c"]
+	if a.format != b.format {
+		t.Error("a and b have the same header and format but not one copy")
+	}
+	if c.format == a.format || c.header != "x-api-key" || c.prefix != "" || a.header != "authorization" || a.prefix != "Bearer " {
+		t.Errorf("formats: a %+v, c %+v", *a.format, *c.format)
+	}
+	if n := unsafe.Sizeof(binding{}); n > 112 {
+		t.Errorf("binding is %d bytes, over the 112-byte size class", n)
+	}
 }

@@ -3,6 +3,8 @@ package filter
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/internal/logthrottle"
 )
 
 // sourcePolicy says which callers may use a credential: a caller is allowed
@@ -11,6 +13,9 @@ import (
 type sourcePolicy struct {
 	principals []string // exact, or with "*" standing for one whole path segment
 	prefixes   []netip.Prefix
+	// deniedLog throttles the "source not allowed" lines of the credential:
+	// only a credential with a policy can deny a source.
+	deniedLog logthrottle.Throttle
 }
 
 // newSourcePolicy compiles allowed_sources (validated by package config).

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -156,24 +157,29 @@ func (w *windows) rows(now time.Time) []CheckRow {
 	return out
 }
 
-// routeIndex finds each credential's routes in the configuration's own
-// slice, which the configuration in force keeps alive anyway: 4 bytes a
-// route instead of a string per route and a map entry per credential
-// (~75 B for each of 100k credentials). The strings are built only for the
-// rows a page shows.
+// routeIndex lists each credential's routes as the page shows them, sorted
+// by credential: 32 bytes a route, and no more unless the route has a path
+// prefix or methods (its text is then a string of its own). The
+// configuration's own []config.Route (~104 B a route) is not kept.
 type routeIndex struct {
-	routes []config.Route
-	order  []int32 // indexes into routes, by credential, then file order
+	routes []routeText // by credential, then file order
 }
 
+type routeText struct{ credential, text string }
+
 func newRouteIndex(routes []config.Route) *routeIndex {
-	x := &routeIndex{routes: routes, order: make([]int32, len(routes))}
-	for i := range x.order {
-		x.order[i] = int32(i)
+	x := &routeIndex{routes: make([]routeText, len(routes))}
+	for i, r := range routes {
+		s := r.Host // shared with the configuration's string when that is all there is
+		if r.PathPrefix != "" {
+			s += r.PathPrefix
+		}
+		if len(r.Methods) > 0 {
+			s += " " + strings.Join(r.Methods, ",")
+		}
+		x.routes[i] = routeText{credential: r.Credential, text: s}
 	}
-	sort.SliceStable(x.order, func(i, j int) bool {
-		return routes[x.order[i]].Credential < routes[x.order[j]].Credential
-	})
+	slices.SortStableFunc(x.routes, func(a, b routeText) int { return strings.Compare(a.credential, b.credential) })
 	return x
 }
 
@@ -182,15 +188,10 @@ func (x *routeIndex) of(credential string) []string {
 	if x == nil {
 		return nil
 	}
-	i := sort.Search(len(x.order), func(i int) bool { return x.routes[x.order[i]].Credential >= credential })
+	i := sort.Search(len(x.routes), func(i int) bool { return x.routes[i].credential >= credential })
 	var out []string
-	for ; i < len(x.order) && x.routes[x.order[i]].Credential == credential; i++ {
-		r := x.routes[x.order[i]]
-		s := r.Host + r.PathPrefix
-		if len(r.Methods) > 0 {
-			s += " " + strings.Join(r.Methods, ",")
-		}
-		out = append(out, s)
+	for ; i < len(x.routes) && x.routes[i].credential == credential; i++ {
+		out = append(out, x.routes[i].text)
 	}
 	return out
 }

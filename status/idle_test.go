@@ -46,7 +46,7 @@ func newIdle(tb testing.TB, n int) *idle {
 		}
 	}
 	tokens.Settle()
-	p := New(tokens, nil, budget.NewMeter(nil, clk.now, nil, nil), creds)
+	p := New(tokens, nil, budget.NewMeter(nil, clk.now, nil, nil), creds, nil)
 	p.SetDecisions(filter.NewMetrics(reg))
 	if err := reg.Register(NewCollector(p)); err != nil {
 		tb.Fatal(err)
@@ -164,8 +164,10 @@ func TestCostMeterCountsEachHitOnce(t *testing.T) {
 	const n = cache.CredentialSeriesLimit + 5
 	s := newIdle(t, n)
 	ctx := context.Background()
-	for name, cr := range (*s.page.creds.Load()).byName {
-		if _, err := s.page.tokens.Get(ctx, cache.Key{ID: cr.Identity(), Name: name}, src{clk: s.clk}); err != nil {
+	cs := s.page.creds.Load()
+	for i := range cs.names {
+		k, _ := cs.key(i)
+		if _, err := s.page.tokens.Get(ctx, k, src{clk: s.clk}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -50,17 +50,20 @@ type Sample struct {
 	Checks int64     `json:"checks"`
 }
 
-// New builds a page. b may be nil.
-func New(tokens *cache.Tokens, b *broker.Broker, meter *budget.Meter, creds map[string]*config.Credential) *Page {
+// New builds a page. b may be nil; keys as for SetCredentials.
+func New(tokens *cache.Tokens, b *broker.Broker, meter *budget.Meter, creds map[string]*config.Credential, keys Keys) *Page {
 	p := &Page{tokens: tokens, meter: meter, refresh: 5 * time.Second}
 	p.broker.Store(b)
-	p.SetCredentials(creds)
+	p.SetCredentials(creds, keys)
 	return p
 }
 
 // SetCredentials replaces the credentials the page lists (after a reload).
-func (p *Page) SetCredentials(creds map[string]*config.Credential) {
-	p.creds.Store(newCredentials(creds))
+// It reads their names and prices now and keeps neither creds nor any
+// credential in it; keys (the filter built from the same configuration)
+// finds their cache keys. With keys nil the page computes them itself.
+func (p *Page) SetCredentials(creds map[string]*config.Credential, keys Keys) {
+	p.creds.Store(newCredentials(creds, keys))
 }
 
 // SetBroker replaces the broker whose clients the page lists (nil: off).
@@ -209,10 +212,11 @@ func (p *Page) DataPage(n int) Data {
 	}
 	for i := from; i < to && i < len(cs.names); i++ {
 		name := cs.names[i]
-		cr := cs.byName[name]
-		r := Row{Kind: "credential", Name: name, CostPerMint: cr.CostPerMint, Routes: routes.of(name), Subscribers: subs[name],
+		r := Row{Kind: "credential", Name: name, CostPerMint: cs.costPerMint(name), Routes: routes.of(name), Subscribers: subs[name],
 			ChecksHour: checksOf[name].Hour, ChecksDay: checksOf[name].Day}
-		if s, ok := p.tokens.State(cache.Key{ID: cs.identity(i), Name: name}); ok {
+		if k, ok := cs.key(i); !ok {
+			// The filter in force does not know it yet: listed without state.
+		} else if s, ok := p.tokens.State(cache.Key{ID: k.ID, Name: name}); ok {
 			r.fold(s, now)
 			r.Requests += int64(s.Hits + s.Misses)
 			r.Hits += int64(s.Hits)

@@ -86,7 +86,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(tokens, nil, meter, cfg.Credentials)
+	p := New(tokens, nil, meter, cfg.Credentials, f)
 	p.SetRoutes(cfg.Routes)
 	p.SetDecisions(fm)
 	ctx := context.Background()

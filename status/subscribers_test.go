@@ -17,7 +17,7 @@ func TestPageShowsSDSSubscribers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tokens.Close()
-	p := New(tokens, nil, nil, map[string]*config.Credential{"billing": {}, "search": {}})
+	p := New(tokens, nil, nil, map[string]*config.Credential{"billing": {}, "search": {}}, nil)
 	if d := p.Data(); d.Rows[0].Subscribers != 0 {
 		t.Fatal("subscribers without push mode")
 	}

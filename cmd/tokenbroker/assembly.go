@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"google.golang.org/grpc"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +64,7 @@ type assembly struct {
 	core    []component // fleet … admin, in start order
 	serving []component // grpc, forwardAuth, brokerHTTP
 
-	cfg atomic.Pointer[config.Config] // in force
+	cfg atomic.Pointer[inForce] // the configuration in force, as kept between reloads
 
 	reloadMu sync.Mutex // serialises reloads
 	reloads  *reloadMetrics
@@ -133,7 +134,7 @@ func newAssembly(log *zap.Logger) *assembly {
 	a.broker = &brokerEndpoint{log: log, reg: reg, tokens: a.tokens, budgets: a.budgets, processKey: processKey}
 	a.decisions = &decisions{log: log, tokens: a.tokens, metrics: filter.NewMetrics(reg)}
 	adminHandler := admin.New(reg)
-	a.status = &statusPage{reg: reg, decisions: a.decisions.metrics, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
+	a.status = &statusPage{reg: reg, decisions: a.decisions.metrics, filter: func() *filter.Filter { return a.decisions.filter }, tokens: a.tokens, broker: a.broker, budgets: a.budgets, admin: adminHandler}
 	a.push = &pushMode{log: log, reg: reg, tokens: a.tokens, decisions: a.decisions, status: a.status}
 	a.admin = newAdminListener(adminHandler, a, log)
 	a.grpc = newGRPCListener(&a.decisions.current, log)
@@ -152,8 +153,46 @@ func (a *assembly) components() []component {
 	return append(append([]component(nil), a.core...), a.serving...)
 }
 
-// config is the configuration in force.
-func (a *assembly) config() *config.Config { return a.cfg.Load() }
+// config is the configuration in force, without its credentials and
+// routes (inForce says why).
+func (a *assembly) config() *config.Config { return a.cfg.Load().cfg }
+
+// inForce is the configuration in force as the assembly keeps it once every
+// component has been built from it: every section but `credentials:` and
+// `routes:`, and digests of those two. After the load they live on in the
+// form their users need — the token sources, the filter's bindings and
+// route table, the budget meter's policies, the status page's names, prices
+// and route texts — so the parsed config.Credential and config.Route of each
+// (about 0.9 KB with their strings and map entry, 90 MB for 100,000) are
+// not kept as well. The next reload compares digests to tell whether either
+// changed.
+type inForce struct {
+	cfg *config.Config // Credentials and Routes nil
+	digests
+}
+
+// digests stand in for the credentials and routes of a configuration.
+type digests struct{ credentials, routes config.Digest }
+
+func digestsOf(cfg *config.Config) digests {
+	return digests{credentials: cfg.CredentialsDigest(), routes: cfg.RoutesDigest()}
+}
+
+// keep is cfg, whose digests are d, as the assembly keeps it in force.
+func keep(cfg *config.Config, d digests) *inForce {
+	return &inForce{cfg: withoutLists(cfg), digests: d}
+}
+
+func withoutLists(cfg *config.Config) *config.Config {
+	c := *cfg
+	c.Credentials, c.Routes = nil, nil
+	return &c
+}
+
+// same reports whether cfg (with digests d) says what f does.
+func (f *inForce) same(cfg *config.Config, d digests) bool {
+	return d == f.digests && reflect.DeepEqual(f.cfg, withoutLists(cfg))
+}
 
 // start builds everything cfg describes and starts listening. On error
 // nothing is left running.
@@ -170,8 +209,13 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 			return nil, err
 		}
 	}
+	a.cfg.Store(keep(cfg, digestsOf(cfg)))
+	credentials, routes, action := len(cfg.Credentials), len(cfg.Routes), cfg.DefaultAction
+	// Nothing else holds the parsed credentials and routes now (inForce):
+	// drop the last reference, so the collection below frees them and
+	// returns their pages rather than leaving them resident as garbage.
+	cfg = nil
 	releaseLoadMemory() // before ready: the forced collection is not paid by the first requests
-	a.cfg.Store(cfg)
 	a.admin.handler.SetReady(true)
 	log.Info("serving",
 		zap.String("version", buildVersion()),
@@ -179,16 +223,17 @@ func start(cfg *config.Config, log *zap.Logger) (*assembly, error) {
 		zap.Stringer("admin", addrOrOff(a.admin.addr())),
 		zap.Stringer("http", addrOrOff(a.forwardAuth.addr())),
 		zap.Stringer("broker", addrOrOff(a.brokerHTTP.addr())),
-		zap.Int("credentials", len(cfg.Credentials)),
-		zap.Int("routes", len(cfg.Routes)),
-		zap.String("default_action", cfg.DefaultAction))
+		zap.Int("credentials", credentials),
+		zap.Int("routes", routes),
+		zap.String("default_action", action))
 	return a, nil
 }
 
-// apply puts cfg in force: every component prepares it, then (when all
-// could) every change commits and retires in order. It returns the settings
-// only a restart can apply; cfg then holds their running values.
-func (a *assembly) apply(cfg *config.Config) (restart []string, err error) {
+// apply puts cfg, whose digests are d, in force: every
+// component prepares it, then (when all could) every change commits and
+// retires in order. It returns the settings only a restart can apply; cfg
+// then holds their running values.
+func (a *assembly) apply(cfg *config.Config, d digests) (restart []string, err error) {
 	var changes []change
 	for _, c := range a.components() {
 		ch, err := c.apply(cfg)
@@ -204,7 +249,7 @@ func (a *assembly) apply(cfg *config.Config) (restart []string, err error) {
 	for _, ch := range changes {
 		ch.run(ch.commit)
 	}
-	a.cfg.Store(cfg)
+	a.cfg.Store(keep(cfg, d))
 	if a.beforeRetire != nil {
 		a.beforeRetire()
 	}

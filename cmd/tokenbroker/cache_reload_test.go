@@ -153,7 +153,7 @@ func TestReloadRedisBreakerStartsFresh(t *testing.T) {
 		t.Fatal(got)
 	}
 	a.Kill()
-	key := cache.Key{ID: l.srv.config().Credentials["a"].Identity(), Name: "a"}
+	key, _ := l.srv.decisions.filter.Key("a")
 	for i := 0; !strings.Contains(l.metrics(t), "tokenbroker_l2_breaker_state 2"); i++ {
 		if i == 20 {
 			t.Fatalf("breaker not open after %d failing mints:\n%s", i, grep(l.metrics(t), "l2_"))

@@ -26,8 +26,7 @@ type decisions struct {
 	tokens  *tokenCache
 	metrics *filter.Metrics // shared by every filter built
 	current envoy.Current
-	filter  *filter.Filter // the one in current, for push mode; set on commit
-	in      *config.Config // in force; apply and commit run under the reload lock
+	filter  *filter.Filter // the one in current, for push mode; set on commit, under the reload lock
 }
 
 func (d *decisions) start(cfg *config.Config) error { return now(d.apply(cfg)) }
@@ -41,17 +40,17 @@ func (d *decisions) apply(cfg *config.Config) (change, error) {
 	if err != nil {
 		return change{}, err
 	}
-	old := d.in
+	old := d.filter
 	return change{
 		commit: func() {
 			d.current.Store(f)
-			d.filter, d.in = f, cfg
+			d.filter = f
 		},
 		retire: func() {
 			if old == nil {
 				return
 			}
-			_, _, removed := diffIdentities(old, cfg)
+			_, _, removed := diffIdentities(old, f)
 			for _, k := range removed {
 				d.tokens.Forget(k)
 			}
@@ -80,15 +79,15 @@ func buildSources(cfg *config.Config, log *zap.Logger) (map[string]credential.So
 	return out, nil
 }
 
-// diffIdentities sorts the cache keys of two configurations into those whose
-// token survives the reload, new ones, and those to drop. A key counts as
-// kept when any credential in the new file has the same identity, whatever
-// its name.
-func diffIdentities(old, cfg *config.Config) (kept, added, removed []cache.Key) {
-	ids := func(c *config.Config) map[string]cache.Key {
-		m := make(map[string]cache.Key, len(c.Credentials))
-		for name, cr := range c.Credentials {
-			m[cr.Identity()] = cache.Key{ID: cr.Identity(), Name: name}
+// diffIdentities sorts the cache keys of two configurations' filters into
+// those whose token survives the reload, new ones, and those to drop. A key
+// counts as kept when any credential in the new file has the same identity,
+// whatever its name.
+func diffIdentities(old, cfg *filter.Filter) (kept, added, removed []cache.Key) {
+	ids := func(f *filter.Filter) map[string]cache.Key {
+		m := map[string]cache.Key{}
+		for k := range f.Keys() {
+			m[k.ID] = k
 		}
 		return m
 	}

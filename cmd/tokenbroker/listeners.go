@@ -14,6 +14,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/envoy"
+	"github.com/tokenbroker/tokenbroker/filter"
 	"github.com/tokenbroker/tokenbroker/internal/httpserver"
 )
 
@@ -152,13 +153,17 @@ func newAdminListener(h *admin.Server, a *assembly, log *zap.Logger) *adminListe
 			return httpServer{Server: newAdminServer(h), name: "admin", log: log}, nil
 		}}
 	purge := func(name string) (int, bool) {
-		cr, ok := a.config().Credentials[name]
+		f, _ := a.decisions.current.Load().(*filter.Filter)
+		if f == nil {
+			return 0, false
+		}
+		k, ok := f.Key(name)
 		if !ok {
 			return 0, false
 		}
 		// By identity, not by the name a slot was first made under: a
 		// credential renamed by a reload keeps its slot (and token).
-		id, n := cr.Identity(), 0
+		id, n := k.ID, 0
 		for _, st := range a.tokens.Snapshot() {
 			if st.Key.ID == id {
 				a.tokens.Invalidate(st.Key)

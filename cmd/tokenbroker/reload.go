@@ -85,13 +85,14 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 		log.Error("configuration reload failed; the previous configuration keeps serving", zap.Error(err))
 		return reloadFailed, err
 	}
-	old := a.config()
-	if reflect.DeepEqual(old, cfg) {
+	old, d := a.cfg.Load(), digestsOf(cfg)
+	if old.same(cfg, d) {
 		log.Info("configuration unchanged")
 		return reloadUnchanged, nil
 	}
-	changed := sections(old, cfg)
-	restart, err := a.apply(cfg)
+	changed := sections(old, cfg, d)
+	oldFilter := a.decisions.filter // set on commit, under the reload lock
+	restart, err := a.apply(cfg, d)
 	if err != nil {
 		log.Error("configuration reload failed; the previous configuration keeps serving", zap.Error(err))
 		return reloadFailed, err
@@ -101,11 +102,11 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 		log.Warn("configuration changes that apply only after a restart; running with the old values",
 			zap.Strings("fields", restart))
 	}
-	if reflect.DeepEqual(old, cfg) {
+	if old.same(cfg, d) {
 		log.Info("configuration unchanged")
 		return reloadUnchanged, nil
 	}
-	kept, added, removed := diffIdentities(old, cfg)
+	kept, added, removed := diffIdentities(oldFilter, a.decisions.filter)
 	defer releaseLoadMemory() // after the log line below: the old configuration is garbage by then
 	a.reloads.lastSuccess.SetToCurrentTime()
 	log.Info("configuration reloaded",
@@ -119,9 +120,11 @@ func (a *assembly) reload(path, trigger string) (result string, err error) {
 	return reloadApplied, nil
 }
 
-// sections names the top-level sections that differ between two
-// configurations (listen.* by listener), for the reload's log line.
-func sections(old, cfg *config.Config) []string {
+// sections names the top-level sections that differ between the
+// configuration in force and cfg, whose digests are d (listen.* by
+// listener), for the reload's log line.
+func sections(in *inForce, cfg *config.Config, d digests) []string {
+	old := in.cfg
 	var out []string
 	add := func(name string, a, b any) {
 		if !reflect.DeepEqual(a, b) {
@@ -134,8 +137,8 @@ func sections(old, cfg *config.Config) []string {
 	add("listen.broker", old.Listen.Broker, cfg.Listen.Broker)
 	add("listen.tls", old.Listen.TLS, cfg.Listen.TLS)
 	add("default_action", old.DefaultAction, cfg.DefaultAction)
-	add("credentials", old.Credentials, cfg.Credentials)
-	add("routes", old.Routes, cfg.Routes)
+	add("credentials", in.credentials, d.credentials)
+	add("routes", in.routes, d.routes)
 	add("cache", old.Cache, cfg.Cache)
 	add("shutdown", old.Shutdown, cfg.Shutdown)
 	add("forward_auth", old.ForwardAuth, cfg.ForwardAuth)

@@ -226,6 +226,56 @@ func TestReloadAppliesChanges(t *testing.T) {
 	}
 }
 
+// TestReloadSecretRotationApplies: a reload that changes nothing but a
+// client secret is a change (the assembly no longer keeps the parsed
+// credentials, only a digest of them): it is applied, the cached token is
+// kept (the identity leaves the secret out), and the next mint uses the new
+// secret. So is a reload that changes one route and nothing else.
+func TestReloadSecretRotationApplies(t *testing.T) {
+	idp, url := newIdP(t)
+	body := tbConfig(url, []string{"a"}, "a.example.com=a")
+	path := write(t, "tb.yaml", body)
+	l := startLive(t, path, idp, url)
+	if got := outcome(l.check(t, "a.example.com/")); got != "ok" {
+		t.Fatalf("before reload: %s", got)
+	}
+	if r, err := l.srv.reload(path, "test"); r != reloadUnchanged || err != nil {
+		t.Fatalf("same file: %s %v", r, err)
+	}
+
+	// The IdP does not know this secret: a mint with it fails.
+	replaceFile(t, path, strings.Replace(body, idpClients["svc-a"], "rotated-but-wrong", 1))
+	if r, err := l.srv.reload(path, "test"); r != reloadApplied || err != nil {
+		t.Fatalf("secret rotated: %s %v, want applied\n%s", r, err, l.logs)
+	}
+	if !strings.Contains(l.logs.String(), `"sections":["credentials"]`) {
+		t.Errorf("the reload did not name credentials as changed:\n%s", l.logs)
+	}
+	if got := outcome(l.check(t, "a.example.com/")); got != "ok" {
+		t.Errorf("after rotation: %s, want the cached token", got)
+	}
+	if n := idp.MintsFor("svc-a"); n != 1 {
+		t.Errorf("svc-a minted %d times, want 1 (token kept: same identity)", n)
+	}
+	key, _ := l.srv.decisions.filter.Key("a")
+	l.srv.tokens.Invalidate(key)
+	if got := outcome(l.check(t, "a.example.com/")); got != "token unavailable" {
+		t.Errorf("a mint after rotation: %s, want token unavailable (the new, wrong, secret sent)", got)
+	}
+
+	// A route alone changed is a change too.
+	replaceFile(t, path, strings.Replace(tbConfig(url, []string{"a"}, "a.example.com/v2=a"), idpClients["svc-a"], "rotated-but-wrong", 1))
+	if r, err := l.srv.reload(path, "test"); r != reloadApplied || err != nil {
+		t.Fatalf("route changed: %s %v, want applied", r, err)
+	}
+	if !strings.Contains(l.logs.String(), `"sections":["routes"]`) {
+		t.Errorf("the reload did not name routes as changed:\n%s", l.logs)
+	}
+	if got := outcome(l.check(t, "a.example.com/")); got != "no route" {
+		t.Errorf("after the route change: %s, want no route", got)
+	}
+}
+
 func TestReloadInvalidKeepsServing(t *testing.T) {
 	idp, url := newIdP(t)
 	good := tbConfig(url, []string{"a"}, "a.example.com=a")

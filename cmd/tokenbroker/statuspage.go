@@ -24,7 +24,8 @@ const sampleEvery = 10 * time.Second
 // metrics: what the cache holds, for the credentials and the broker in force.
 type statusPage struct {
 	reg       prometheus.Registerer
-	decisions *filter.Metrics // Checks counted where they are decided
+	decisions *filter.Metrics       // Checks counted where they are decided
+	filter    func() *filter.Filter // the filter in force (committed before this): the credentials' cache keys
 	tokens    *tokenCache
 	broker    *brokerEndpoint
 	budgets   *budgets
@@ -36,7 +37,7 @@ type statusPage struct {
 }
 
 func (s *statusPage) start(cfg *config.Config) error {
-	p := status.New(s.tokens.Tokens, s.broker.current(), s.budgets.meter, cfg.Credentials)
+	p := status.New(s.tokens.Tokens, s.broker.current(), s.budgets.meter, cfg.Credentials, s.filter())
 	p.SetRoutes(cfg.Routes)
 	p.SetDecisions(s.decisions)
 	if err := s.reg.Register(status.NewCollector(p)); err != nil {
@@ -70,7 +71,7 @@ func (s *statusPage) start(cfg *config.Config) error {
 func (s *statusPage) apply(cfg *config.Config) (change, error) {
 	return change{commit: func() {
 		p := s.page.Load()
-		p.SetCredentials(cfg.Credentials)
+		p.SetCredentials(cfg.Credentials, s.filter())
 		p.SetRoutes(cfg.Routes)
 		p.SetBroker(s.broker.current()) // committed before this
 	}}, nil
