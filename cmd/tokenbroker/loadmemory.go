@@ -24,19 +24,21 @@ func releaseLoadMemory() {
 var userTunedGC = os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != ""
 
 // GC goal. At GOGC=100 the heap grows to twice what is live before a
-// collection and RSS follows it: with 100,000 credentials (~200 MB live)
-// that is ~200 MB of garbage held resident. tokenbroker's live heap is
-// mostly configuration and cached tokens that live for minutes to hours,
-// and a Check allocates ~500 bytes, so a small headroom costs little: it
-// stays at least gcHeadroom (a collection at most every ~65,000 Checks; each
-// marks the live heap, ~100 ms of CPU at 75 MB by gctrace, so ~4% of a core
-// at 25,000 Checks/s with 100k broker clients) and a quarter of the live heap (minGCPercent), and small
-// heaps keep GOGC=100. 32 MiB, not more: with 100k broker clients (~75 MB
-// live) 64 MiB of headroom held RSS at 174 MB, 32 MiB at 144 MB, and the GC's
-// share of the CPU over the whole fill stayed 6-8% either way (BENCHMARKS.md).
+// collection and RSS follows it: with 100,000 credentials (~110–210 MB live)
+// that is as much garbage held resident. tokenbroker's live heap is mostly
+// configuration and cached tokens that live for minutes to hours, and a
+// Check allocates ~500 bytes, so a small headroom costs little: gcHeadroom
+// is a collection every ~65,000 Checks, each marking the live heap (by
+// gctrace ~100 ms of CPU at 75 MB live, ~140 ms at 210 MB: ~4–5% of a core at
+// 25,000 Checks/s). The headroom is never less than minGCPercent of the live
+// heap, so a much larger heap is not marked ever more often per Check; small
+// heaps keep GOGC=100. 32 MiB, not 64: with 100k broker clients (~75 MB
+// live) 64 MiB held RSS at 174 MB, 32 MiB at 144 MB; 15%, not 25%: 100k
+// credentials with 1 KB tokens (~210 MB live) held 315 MB at 25%, 298 MB at
+// 15%. The GC's share of the CPU over a whole fill stayed 3–9% (BENCHMARKS.md).
 const (
 	gcHeadroom   = 32 << 20
-	minGCPercent = 25
+	minGCPercent = 15
 )
 
 // gcPercentFor is the GOGC for a live heap of live bytes: 100, lowered so

@@ -12,6 +12,7 @@ func TestGCPercentFor(t *testing.T) {
 		{gcHeadroom, 100},
 		{2 * gcHeadroom, 50},
 		{4 * gcHeadroom, 25},
+		{6 * gcHeadroom, 16},
 		{40 * gcHeadroom, minGCPercent},
 	} {
 		if got := gcPercentFor(tc.live); got != tc.want {
