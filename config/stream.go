@@ -177,6 +177,14 @@ func (d *decoder) streamSection(data []byte, s section, field reflect.Value) boo
 					return false
 				}
 				indent, seq = in, t[0] == '-'
+				// Stream only what is plainly entries: a sequence's items
+				// for a list, keys for a mapping. Anything else (a tag, an
+				// anchor, an alias, a flow or block scalar: "routes:\n  ! ")
+				// is decoded whole, which alone knows a null from an empty
+				// list.
+				if seq != (field.Kind() == reflect.Slice) || bytes.IndexByte([]byte("!&*[]{}|>%@`,"), t[0]) >= 0 {
+					return false
+				}
 				starts, lines = append(starts, off), append(lines, line)
 			case in < indent, in == indent && (t[0] == '?' || t[0] == ':'):
 				return false // less indented, or an explicit key whose value a split could part from it
