@@ -43,8 +43,10 @@ type ClientCredentials struct {
 	// request is sent, so a slow IdP shortens the token's believed life rather than lengthening it.
 	Now func() time.Time
 	// Logf, when set, receives one line for every adjustment made to an IdP's answer (see
-	// Response.Note). It never receives a token or secret.
-	Logf func(format string, args ...any)
+	// Response.Note), with the credential's name. It never receives a token or secret. The
+	// name is an argument so that one function serves every source: a closure per source
+	// holding its name is 32 bytes per credential, 3 MB at 100k.
+	Logf func(credential, format string, args ...any)
 
 	name     string
 	clientID string
@@ -266,7 +268,7 @@ func (cc *ClientCredentials) Token(ctx context.Context) (Token, error) {
 		return Token{}, fmt.Errorf("token request to %s: %w", ep.host, err)
 	}
 	if resp.Note != "" && cc.Logf != nil {
-		cc.Logf("credential %q: token response from %s adjusted: %s", cc.name, ep.host, resp.Note)
+		cc.Logf(cc.name, "credential %q: token response from %s adjusted: %s", cc.name, ep.host, resp.Note)
 	}
 	return resp.Token, nil
 }

@@ -399,8 +399,10 @@ func TestClientCredentialsNoteIsLogged(t *testing.T) {
 	idp, srv, _ := newIdP(t)
 	idp.SetDown(200, `{"access_token":"`+tokenValue+`"}`, "")
 	cc := newSource(t, srv, func(c *config.Credential) { c.DefaultLifetime = config.Duration(3 * time.Minute) })
-	var logged []string
-	cc.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	var logged, names []string
+	cc.Logf = func(name, format string, args ...any) {
+		names, logged = append(names, name), append(logged, fmt.Sprintf(format, args...))
+	}
 	tok, err := cc.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -410,8 +412,8 @@ func TestClientCredentialsNoteIsLogged(t *testing.T) {
 	}
 	want := `credential "test": token response from ` + strings.TrimPrefix(srv.URL, "http://") +
 		" adjusted: token_type missing; assumed Bearer; expires_in missing; assumed 3m0s"
-	if len(logged) != 1 || logged[0] != want {
-		t.Errorf("logged %q\nwant %q", logged, want)
+	if len(logged) != 1 || logged[0] != want || names[0] != "test" {
+		t.Errorf("logged %q for %q\nwant %q for \"test\"", logged, names, want)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 
 // FromConfig builds the Source a credential's `type` asks for. logf, when not
 // nil, receives notes about adjustments to IdP answers (never a token or secret).
-func FromConfig(c *config.Credential, logf func(format string, args ...any)) (Source, error) {
+func FromConfig(c *config.Credential, logf func(credential, format string, args ...any)) (Source, error) {
 	src, err := fromConfig(c, logf)
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ func WithFormat(src Source, format string) Source {
 	return f
 }
 
-func fromConfig(c *config.Credential, logf func(format string, args ...any)) (Source, error) {
+func fromConfig(c *config.Credential, logf func(credential, format string, args ...any)) (Source, error) {
 	switch c.Type {
 	case "", "client_credentials", "token_exchange", "jwt_bearer":
 		cc, err := NewClientCredentials(c, nil)

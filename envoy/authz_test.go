@@ -104,7 +104,9 @@ func newStack(t *testing.T, yaml string) *stack {
 			t.Fatal(err)
 		}
 		cc.Now = s.clock.Now
-		cc.Logf = log.Sugar().Infof // as the command wires it: notes on adjusted IdP answers
+		cc.Logf = func(name, format string, args ...any) { // as the command wires it: notes on adjusted IdP answers
+			log.Sugar().Infow(fmt.Sprintf(format, args...), "credential", name)
+		}
 		sources[name] = cc
 	}
 	f, err := filter.New(cfg, sources, s.tokens, log, nil)
