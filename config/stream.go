@@ -33,6 +33,15 @@ type section struct {
 	streamed   bool
 }
 
+// lineEnd is the offset just past the line of data that starts at off: after
+// its '\n', or the end of data for a last line without one.
+func lineEnd(data []byte, off int) int {
+	if i := bytes.IndexByte(data[off:], '\n'); i >= 0 {
+		return off + i + 1
+	}
+	return len(data)
+}
+
 // splitTop returns the top-level sections of data, or ok false when the
 // file is not plainly block style at the top level.
 func splitTop(data []byte) (secs []section, ok bool) {
@@ -44,12 +53,7 @@ func splitTop(data []byte) (secs []section, ok bool) {
 	line := 0
 	for off := 0; off < len(data); {
 		line++
-		end := bytes.IndexByte(data[off:], '\n')
-		if end < 0 {
-			end = len(data)
-		} else {
-			end += off + 1
-		}
+		end := lineEnd(data, off)
 		l := data[off:end]
 		switch c := l[0]; {
 		case c == ' ' || c == '#' || c == '\n' || c == '-' && !bytes.HasPrefix(l, []byte("---")):
@@ -161,12 +165,7 @@ func (d *decoder) streamSection(data []byte, s section, field reflect.Value) boo
 	line := s.line
 	for off := keyEnd; off < len(body); {
 		line++
-		end := bytes.IndexByte(body[off:], '\n')
-		if end < 0 {
-			end = len(body)
-		} else {
-			end += off + 1
-		}
+		end := lineEnd(body, off)
 		l := body[off:end]
 		t := bytes.TrimLeft(l, " ")
 		if len(t) > 0 && t[0] != '\n' && t[0] != '#' {
