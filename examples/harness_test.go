@@ -5,7 +5,6 @@ package examples_test
 
 import (
 	"bufio"
-	"fmt"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -35,17 +34,12 @@ type clock = testclock.Clock
 // removes the release the release test built, which would otherwise stay
 // in the temporary folder after every run.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if dir := releaseDir.Load(); dir != nil {
-		_ = os.RemoveAll(*dir)
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
-			code = 1
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if dir := releaseDir.Load(); dir != nil {
+			_ = os.RemoveAll(*dir)
 		}
-	}
-	os.Exit(code)
+		os.Exit(code)
+	}))
 }
 
 // broker is an in-process tokenbroker serving HTTP forward-auth on loopback

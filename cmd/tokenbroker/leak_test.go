@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -12,15 +11,10 @@ import (
 // removes the binary the process tests built (buildOnce), which would
 // otherwise stay in the temporary folder after every run.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if dir := builtDir.Load(); dir != nil {
-		_ = os.RemoveAll(*dir)
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
-			code = 1
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if dir := builtDir.Load(); dir != nil {
+			_ = os.RemoveAll(*dir)
 		}
-	}
-	os.Exit(code)
+		os.Exit(code)
+	}))
 }
