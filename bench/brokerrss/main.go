@@ -18,11 +18,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -78,13 +76,11 @@ func (p *idp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func run(bin string, n, tokenBytes, workers int, settle time.Duration, limitMB float64) error {
 	ip := &idp{pad: strings.Repeat("t", tokenBytes)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	idpAddr, stopIdP, err := serveproc.IdP(ip)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: ip, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
+	defer stopIdP()
 
 	dir, err := os.MkdirTemp("", "brokerrss")
 	if err != nil {
@@ -102,27 +98,19 @@ broker:
   upstreams:
     - name: idp
       token_url: http://%s/oauth/token
-`, max(n, 100000), ln.Addr())), 0o600); err != nil {
+`, max(n, 100000), idpAddr)), 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info")
-	cmd.Env = os.Environ()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	// One Info line per mint after serving; keep only the GC trace.
 	var gc serveproc.GCTrace
-	serving, err := serveproc.Serving(stderr, func(line string) { fmt.Fprintln(os.Stderr, line) }, gc.Note)
+	proc, err := serveproc.Start(bin, cfg, nil, func(line string) { fmt.Fprintln(os.Stderr, line) }, gc.Note)
 	if err != nil {
 		return err
 	}
+	defer proc.Stop()
+	serving := proc.Serving
 	addr := serveproc.Addr(serving, "broker")
-	pid := cmd.Process.Pid
+	pid := proc.Pid
 	base := serveproc.MB(pid, "VmRSS:")
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}, Timeout: 30 * time.Second}

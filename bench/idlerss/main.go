@@ -19,10 +19,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -76,13 +74,11 @@ func (p *idp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	ip := &idp{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	idpAddr, stopIdP, err := serveproc.IdP(ip)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: ip, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
+	defer stopIdP()
 
 	dir, err := os.MkdirTemp("", "idlerss")
 	if err != nil {
@@ -94,7 +90,7 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	for i := range n {
 		// Each credential its own client id, so each has its own identity and token.
 		// Flow style keeps 100k of them under the 16 MiB configuration limit.
-		fmt.Fprintf(&b, "  c%d: {token_url: \"http://%s/t\", client_id: c%d, client_secret: \"${S}\", cost_per_mint: 0.001}\n", i, ln.Addr(), i)
+		fmt.Fprintf(&b, "  c%d: {token_url: \"http://%s/t\", client_id: c%d, client_secret: \"${S}\", cost_per_mint: 0.001}\n", i, idpAddr, i)
 	}
 	b.WriteString("routes:\n")
 	for i := range n {
@@ -104,18 +100,8 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info")
-	cmd.Env = append(os.Environ(), "S="+secret)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	serving, err := serveproc.Serving(stderr, func(line string) {
+	proc, err := serveproc.Start(bin, cfg, []string{"S=" + secret}, func(line string) {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) != nil || m["level"] != "warn" && m["level"] != "info" {
 			fmt.Fprintln(os.Stderr, line)
@@ -124,8 +110,9 @@ func run(bin string, n, workers int, idle, every, scrape time.Duration) error {
 	if err != nil {
 		return err
 	}
-	grpcAddr, adminAddr := serveproc.Addr(serving, "grpc"), serveproc.Addr(serving, "admin")
-	pid := cmd.Process.Pid
+	defer proc.Stop()
+	grpcAddr, adminAddr := serveproc.Addr(proc.Serving, "grpc"), serveproc.Addr(proc.Serving, "admin")
+	pid := proc.Pid
 	fmt.Printf("%d credentials: serving after %s, RSS %.0f MB\n", n, time.Since(start).Round(time.Millisecond), serveproc.MB(pid, "VmRSS:"))
 
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -36,6 +36,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/bench/internal/serveproc"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
@@ -95,13 +96,11 @@ func run(ctx context.Context, rounds int, d time.Duration, conc, conns, rate int
 
 	// The IdP runs in this process: it is asked once, at warm-up.
 	idp := devidp.New(devidp.Options{Clients: map[string]string{"svc-billing": "bench-secret"}, Lifetime: 24 * time.Hour})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	idpAddr, stopIdP, err := serveproc.IdP(idp)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: idp, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
+	defer stopIdP()
 
 	cfg := filepath.Join(tmp, "tokenbroker.yaml")
 	if err := os.WriteFile(cfg, []byte(`listen:
@@ -109,7 +108,7 @@ func run(ctx context.Context, rounds int, d time.Duration, conc, conns, rate int
   admin: 127.0.0.1:0
 credentials:
   billing:
-    token_url: http://`+ln.Addr().String()+`/oauth/token
+    token_url: http://`+idpAddr+`/oauth/token
     client_id: svc-billing
     client_secret: bench-secret
 routes:

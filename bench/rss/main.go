@@ -27,10 +27,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -117,13 +115,11 @@ func writeConfig(path, tokenURL string, n int) (int64, error) {
 
 func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, limitMB float64) error {
 	ip := &idp{pad: strings.Repeat("t", tokenBytes)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	idpAddr, stopIdP, err := serveproc.IdP(ip)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: ip, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
+	defer stopIdP()
 
 	dir, err := os.MkdirTemp("", "rss")
 	if err != nil {
@@ -131,7 +127,7 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 	}
 	defer os.RemoveAll(dir)
 	cfg := filepath.Join(dir, "tb.yaml")
-	size, err := writeConfig(cfg, "http://"+ln.Addr().String()+"/oauth/token", n)
+	size, err := writeConfig(cfg, "http://"+idpAddr+"/oauth/token", n)
 	if err != nil {
 		return err
 	}
@@ -141,23 +137,14 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 		}
 	}
 
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info") // the default level
-	cmd.Env = os.Environ()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	pid := cmd.Process.Pid
 	var gc serveproc.GCTrace
-	serving, err := serveproc.Serving(stderr, gc.Note, gc.Note)
+	proc, err := serveproc.Start(bin, cfg, nil, gc.Note, gc.Note)
 	if err != nil {
 		return err
 	}
+	defer proc.Stop()
+	pid, serving := proc.Pid, proc.Serving
 	addr := serveproc.Addr(serving, "grpc")
 	loaded := time.Since(started)
 	ready := serveproc.MB(pid, "VmRSS:")

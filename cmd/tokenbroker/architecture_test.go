@@ -17,7 +17,7 @@ var layers = map[string]int{
 	"internal/logthrottle":     -1,
 	"internal/httpserver":      -1,
 	"internal/testcerts":       -1, // test helpers: certificates, used by testpeer's TLS Redis
-	"bench/internal/serveproc": -1, // the memory benchmarks' view of a serve process: /proc and its log
+	"bench/internal/serveproc": -1, // the benchmarks' view of a serve process (start, /proc, its log) and their IdP server
 	"config":                   0,
 	"internal/testclock":       0,
 	"internal/devidp":          0,

@@ -1,7 +1,8 @@
 // Package serveproc is what the memory benchmarks (bench/rss, bench/idlerss,
-// bench/brokerrss) need of a real `tokenbroker serve` they started: its
-// listeners' addresses from the log, and its RSS and CPU time from /proc,
-// read from the outside the way `kubectl top` sees them.
+// bench/brokerrss) need of a real `tokenbroker serve` they start: starting
+// it, its listeners' addresses from the log, and its RSS and CPU time from
+// /proc, read from the outside the way `kubectl top` sees them; and, for
+// them and bench/loadcompare, a loopback server for the harness's IdP.
 package serveproc
 
 import (
@@ -9,12 +10,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Serving reads the serve log r until the "serving" line and returns that
@@ -134,3 +138,45 @@ func Runtime(w io.Writer, adminAddr string) {
 	fmt.Fprintf(w, "runtime (MB): heap in use %.0f, free not released %.0f, stacks %.0f, spans %.0f, GC metadata %.0f, other %.0f; next GC at %.0f\n",
 		mb("heap_inuse"), mb("heap_idle")-mb("heap_released"), mb("stack_inuse"), mb("mspan_sys"), mb("gc_sys"), mb("other_sys"), mb("next_gc"))
 }
+
+// IdP serves h (the harness's IdP) on a loopback port until stop is called.
+func IdP(h http.Handler) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = hs.Close() }, nil
+}
+
+// Proc is a `tokenbroker serve` started by Start.
+type Proc struct {
+	cmd     *exec.Cmd
+	Pid     int
+	Serving map[string]any // the fields of its "serving" line (see Serving)
+}
+
+// Start runs `bin serve --config cfg` with a JSON log at the default level
+// (info), env added to the environment, and reads its log until it serves;
+// before and after see the log's lines as in Serving. Stop ends it.
+func Start(bin, cfg string, env []string, before, after func(line string)) (*Proc, error) {
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-format", "json", "--log-level", "info")
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Proc{cmd: cmd, Pid: cmd.Process.Pid}
+	if p.Serving, err = Serving(stderr, before, after); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Stop kills the process and waits for it.
+func (p *Proc) Stop() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() }
