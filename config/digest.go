@@ -72,7 +72,7 @@ func (d *digester) uint(n uint64) { d.buf = binary.BigEndian.AppendUint64(d.buf,
 
 func (d *digester) len(n int) { d.uint(uint64(n)) }
 
-// str writes s length-prefixed, as put does.
+// str writes s length-prefixed, so adjacent strings never run together.
 func (d *digester) str(s string) {
 	d.len(len(s))
 	d.buf = append(d.buf, s...)
