@@ -14,7 +14,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -22,8 +21,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,33 +46,8 @@ func main() {
 	}
 }
 
-// idp accepts every client whose secret is "secret-" + id.
-type idp struct {
-	mints atomic.Int64
-	pad   string
-}
-
-func (p *idp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, secret, ok := r.BasicAuth()
-	if !ok {
-		_ = r.ParseForm()
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
-	if secret != "secret-"+id {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
-		return
-	}
-	n := p.mints.Add(1)
-	tok := strconv.FormatInt(n, 36)
-	tok += p.pad[:max(len(p.pad)-len(tok), 0)]
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
-}
-
 func run(bin string, n, tokenBytes, workers int, settle time.Duration, limitMB float64) error {
-	ip := &idp{pad: strings.Repeat("t", tokenBytes)}
+	ip := serveproc.NewMinter(tokenBytes)
 	idpAddr, stopIdP, err := serveproc.IdP(ip)
 	if err != nil {
 		return err
@@ -152,13 +124,13 @@ broker:
 	}
 	fill := time.Since(start)
 	afterFill := serveproc.MB(pid, "VmRSS:")
-	minted := ip.mints.Load()
+	minted := ip.Mints.Load()
 	start = time.Now()
 	if err := pass(); err != nil {
 		return fmt.Errorf("second pass: %w", err)
 	}
 	second := time.Since(start)
-	if again := ip.mints.Load() - minted; again != 0 {
+	if again := ip.Mints.Load() - minted; again != 0 {
 		return fmt.Errorf("second pass minted %d tokens, want 0", again)
 	}
 	afterSecond := serveproc.MB(pid, "VmRSS:")

@@ -23,15 +23,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,28 +55,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rss:", err)
 		os.Exit(1)
 	}
-}
-
-// idp accepts every client whose secret is "secret-" + its id and answers
-// a distinct token of the configured size.
-type idp struct {
-	mints atomic.Int64
-	pad   string
-}
-
-func (p *idp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, secret, ok := r.BasicAuth()
-	if !ok || secret != "secret-"+id {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
-		return
-	}
-	n := p.mints.Add(1)
-	tok := strconv.FormatInt(n, 36) + "."
-	tok += p.pad[:max(len(p.pad)-len(tok), 0)]
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
 }
 
 // writeConfig writes the N-credential configuration; it is what a large
@@ -114,7 +87,7 @@ func writeConfig(path, tokenURL string, n int) (int64, error) {
 }
 
 func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, limitMB float64) error {
-	ip := &idp{pad: strings.Repeat("t", tokenBytes)}
+	ip := serveproc.NewMinter(tokenBytes)
 	idpAddr, stopIdP, err := serveproc.IdP(ip)
 	if err != nil {
 		return err
@@ -191,7 +164,7 @@ func run(bin, keep string, n, tokenBytes, workers int, settle time.Duration, lim
 		return err
 	}
 	fill := time.Since(start)
-	if m := ip.mints.Load(); m != int64(n) {
+	if m := ip.Mints.Load(); m != int64(n) {
 		return fmt.Errorf("%d mints for %d routes, want one each", m, n)
 	}
 	filled := serveproc.MB(pid, "VmRSS:")

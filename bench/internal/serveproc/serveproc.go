@@ -180,3 +180,32 @@ func Start(bin, cfg string, env []string, before, after func(line string)) (*Pro
 
 // Stop kills the process and waits for it.
 func (p *Proc) Stop() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() }
+
+// Minter is the memory benchmarks' IdP: it accepts every client whose secret
+// is "secret-" + its id (HTTP Basic or form) and answers a distinct token of
+// tokenBytes bytes (longer only when the count needs more), counting mints.
+type Minter struct {
+	Mints atomic.Int64
+	pad   string
+}
+
+// NewMinter returns a Minter answering tokens of tokenBytes.
+func NewMinter(tokenBytes int) *Minter { return &Minter{pad: strings.Repeat("t", tokenBytes)} }
+
+func (p *Minter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		_ = r.ParseForm()
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if secret != "secret-"+id {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
+		return
+	}
+	tok := strconv.FormatInt(p.Mints.Add(1), 36) + "."
+	tok += p.pad[:max(len(p.pad)-len(tok), 0)]
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3600})
+}
