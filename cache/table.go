@@ -12,21 +12,25 @@ import (
 )
 
 // The per-key state lives in one table: key ID → cell → *slot. A cell holds
-// what a hit needs — the key, the current token and the hit counter — so a
-// hit reads the cell and the token and nothing else (not the slot): spread
-// over 100k keys, every pointer followed is a CPU cache miss (~70–150 ns
-// here), and a Go map costs two of them before its value is even read.
-// There is no second cache in front of it (ristretto used to be one).
+// what a hit needs — the key, the current token, its expiry and issue
+// instants (deadline.go) and the hit counter — so a hit reads one cell and
+// nothing else (not the slot, not the token: the caller reads the token it
+// is handed): spread over 100k keys, every pointer followed is a CPU cache
+// miss (~70–150 ns here), and a Go map costs two of them before its value
+// is even read. There is no second cache in front of it (ristretto used to
+// be one). The filter's keys carry their ID's hash (Key.Hashed), so a hit
+// does not read the ID's bytes either: a caller's ID is the very string the
+// cell keeps, and comparing them compares two pointers.
 //
 // The table is a fixed set of shards, picked by a seeded hash of the ID, each
 // an open-addressing array of cells under a RWMutex: linear probing from the
 // hash's home cell, growth by doubling, deletion by backward shift (no
-// tombstones). The slot pointers sit in a parallel array, read only when a
-// caller needs the slot, so a cell is 32 bytes and two share a CPU cache
-// line. Readers take the read lock and touch cur and hits atomically; every
-// move of a cell (growth, a backward shift) happens under the write lock, so
-// no reader sees a half-moved cell, and whoever writes a slot's token finds
-// its cell under the read lock (store).
+// tombstones). A cell is 64 bytes, one CPU cache line (the arrays are
+// power-of-two sizes of at least 512 bytes, so Go's allocator aligns them).
+// Readers take the read lock and add hits atomically; every write of a
+// cell's token and stamp (store) and every move of a cell (growth, a
+// backward shift) happens under the write lock, so no reader sees a token
+// with another token's deadlines, or a half-moved cell.
 //
 // cache.max_tokens bounds the slots. Past it, an insert evicts one slot with
 // second-chance sampling: a few cells from a random point of a shard are
@@ -46,7 +50,7 @@ const evictSample = 8
 
 // minCells is a shard's first array; maxLoad is how full (in eighths) an
 // array may get before it doubles. Linear probing at 7/8 averages 4.5 cells
-// per hit (2–3 lines of 32-byte cells) and ~32 for an absent key (an
+// per hit (adjacent lines, which the CPU fetches in pairs) and ~32 for an absent key (an
 // unknown broker client stops at the first empty cell); 100k keys leave
 // shards ~3/4 full of 1,024 cells, where a hit looks at ~2.6 and an absent
 // key at ~9. The seeded hash keeps a caller from choosing where its keys
@@ -57,52 +61,63 @@ const (
 )
 
 type table struct {
-	seed   maphash.Seed
 	total  atomic.Int64 // slots in all shards
 	shards [shardCount]shard
 }
 
 type shard struct {
-	mu     sync.RWMutex // guards the arrays, n, every cell's key and owner, and the seen marks of its slots
-	cells  []cell       // len a power of two
-	owners []*slot      // owners[i] is the slot of cells[i]
-	n      int          // cells in use
-	_      [48]byte     // 128 bytes: keep neighbouring shards' locks off one cache line pair
+	mu    sync.RWMutex // guards the array, n, every cell but its hits, and the seen marks of its slots
+	cells []cell       // len a power of two
+	n     int          // cells in use
+	_     [72]byte     // 128 bytes: keep neighbouring shards' locks off one cache line pair
 }
 
 // cell is one key's place in a shard. The key is kept as the slot's own id
-// bytes (pointer and length, not a second copy); a caller's ID is usually
-// that very string, so matching it compares two pointers.
+// bytes (pointer and length, not a second copy).
 type cell struct {
-	tag  uint32                           // hash bits 32–62 with bit 31 set; 0 marks an empty cell
-	n    uint32                           // len(id) (IDs are identity hashes, nowhere near 4 GiB)
-	p    *byte                            // the id's bytes
-	cur  atomic.Pointer[credential.Token] // the last good token; nil when none
-	hits atomic.Uint64                    // lookups answered from cur; also the eviction's reference bit
+	tag   uint32            // hash bits 32–62 with bit 31 set; 0 marks an empty cell
+	n     uint32            // len(id) (IDs are identity hashes, nowhere near 4 GiB)
+	p     *byte             // the id's bytes
+	cur   *credential.Token // the last good token; nil when none
+	hits  atomic.Uint64     // lookups answered from cur; also the eviction's reference bit
+	owner *slot
+	exp   int64  // cur's Expiry, stamped (deadline.go)
+	iss   int64  // cur's Issued, stamped
+	kind  uint32 // how exp and iss are stamped
+	_     uint32 // 64 bytes: one cache line
 }
 
-func (tb *table) init() { tb.seed = maphash.MakeSeed() }
+// keySeed seeds every key's hash, so a Key can carry its hash (Key.Hashed)
+// from one table to another; per process, so a caller cannot choose where
+// its keys land.
+var keySeed = maphash.MakeSeed()
 
-// locate hashes id once: its shard, and its tag within the shard.
-func (tb *table) locate(id string) (*shard, uint32) {
-	h := maphash.String(tb.seed, id)
+func hashID(id string) uint64 { return maphash.String(keySeed, id) }
+
+// locate is the shard of the ID hashed to h, and its tag within the shard.
+func (tb *table) locate(h uint64) (*shard, uint32) {
 	return &tb.shards[h&(shardCount-1)], uint32(h>>32) | 1<<31
 }
 
-// hit is the hit path: id's token when it may be handed out now (counting
-// the hit), else nil, and whether its refresh is due. It reads the cell and
-// the token, not the slot. Both deadlines are decided here, while the
-// token's two cache lines (Expiry, Issued) are being read anyway, so both
-// loads are asked for before the counter's atomic add.
-func (tb *table) hit(id string, now time.Time, set *Settings) (tok *credential.Token, due bool) {
-	sh, tag := tb.locate(id)
+// hit is the hit path: the token of id (hashed to h) when it may be handed out now (counting
+// the hit), else nil, and whether its refresh is due. It reads the cell
+// only: not the slot, and not the token unless its stamp cannot decide
+// (deadline.go).
+func (tb *table) hit(h uint64, id string, now time.Time, set *Settings) (tok *credential.Token, due bool) {
+	sh, tag := tb.locate(h)
 	sh.mu.RLock()
 	if i := sh.find(tag, id); i >= 0 {
 		c := &sh.cells[i]
-		if t := c.cur.Load(); t != nil && now.Before(set.until(t)) {
-			due = !now.Before(set.refreshAt(t))
-			c.hits.Add(1) // under the read lock: the cell cannot move meanwhile
-			tok = t
+		if t := c.cur; t != nil {
+			ok, d, exact := set.decide(c.kind, c.exp, c.iss, now)
+			if exact {
+				ok = now.Before(set.until(t))
+				d = !now.Before(set.refreshAt(t))
+			}
+			if ok {
+				c.hits.Add(1) // under the read lock: the cell cannot move meanwhile
+				tok, due = t, d
+			}
 		}
 	}
 	sh.mu.RUnlock()
@@ -117,10 +132,11 @@ func (tb *table) get(id string) *slot {
 
 // view returns id's slot with its token and hits, or a nil slot.
 func (tb *table) view(id string) (s *slot, cur *credential.Token, hits uint64) {
-	sh, tag := tb.locate(id)
+	sh, tag := tb.locate(hashID(id))
 	sh.mu.RLock()
 	if i := sh.find(tag, id); i >= 0 {
-		s, cur, hits = sh.owners[i], sh.cells[i].cur.Load(), sh.cells[i].hits.Load()
+		c := &sh.cells[i]
+		s, cur, hits = c.owner, c.cur, c.hits.Load()
 	}
 	sh.mu.RUnlock()
 	return s, cur, hits
@@ -128,11 +144,11 @@ func (tb *table) view(id string) (s *slot, cur *credential.Token, hits uint64) {
 
 // load returns s's token; nil when it has none or s has left the table.
 func (tb *table) load(s *slot) *credential.Token {
-	sh, tag := tb.locate(s.id)
+	sh, tag := tb.locate(hashID(s.id))
 	var tok *credential.Token
 	sh.mu.RLock()
-	if i := sh.find(tag, s.id); i >= 0 && sh.owners[i] == s {
-		tok = sh.cells[i].cur.Load()
+	if i := sh.find(tag, s.id); i >= 0 && sh.cells[i].owner == s {
+		tok = sh.cells[i].cur
 	}
 	sh.mu.RUnlock()
 	return tok
@@ -141,24 +157,28 @@ func (tb *table) load(s *slot) *credential.Token {
 // store makes tok s's token. A slot that has left the table (Forget,
 // eviction) keeps nothing: nobody can find it, and a new slot for its key
 // has a cell of its own. Writers of a slot's token hold s.mu, so a load
-// then a store under it is a compare-and-set.
+// then a store under it is a compare-and-set. The token and its stamp are
+// written under the shard's write lock, so a hit sees both or neither (once
+// per mint, so readers of the shard wait rarely).
 func (tb *table) store(s *slot, tok *credential.Token) {
-	sh, tag := tb.locate(s.id)
-	sh.mu.RLock()
-	if i := sh.find(tag, s.id); i >= 0 && sh.owners[i] == s {
-		sh.cells[i].cur.Store(tok) // under the read lock: the cell cannot move meanwhile
+	kind, exp, iss := stampOf(tok)
+	sh, tag := tb.locate(hashID(s.id))
+	sh.mu.Lock()
+	if i := sh.find(tag, s.id); i >= 0 && sh.cells[i].owner == s {
+		c := &sh.cells[i]
+		c.cur, c.kind, c.exp, c.iss = tok, kind, exp, iss
 	}
-	sh.mu.RUnlock()
+	sh.mu.Unlock()
 }
 
 // pin returns key's slot, made if there is none, pinned: the caller unpins it.
 // inserted reports a new slot (the caller then bounds the table).
 func (tb *table) pin(key Key, newSlot func(Key) *slot) (s *slot, inserted bool) {
-	sh, tag := tb.locate(key.ID)
+	sh, tag := tb.locate(key.hashOf())
 	sh.mu.RLock()
 	if i := sh.find(tag, key.ID); i >= 0 {
 		// A slot in the table is not evicted: eviction removes it under the write lock.
-		s = sh.owners[i]
+		s = sh.cells[i].owner
 		s.pins.Add(1)
 	}
 	sh.mu.RUnlock()
@@ -167,7 +187,7 @@ func (tb *table) pin(key Key, newSlot func(Key) *slot) (s *slot, inserted bool) 
 	}
 	sh.mu.Lock()
 	if i := sh.find(tag, key.ID); i >= 0 {
-		s = sh.owners[i]
+		s = sh.cells[i].owner
 	} else {
 		s = newSlot(key)
 		sh.insert(tag, s)
@@ -184,12 +204,12 @@ func (tb *table) pin(key Key, newSlot func(Key) *slot) (s *slot, inserted bool) 
 // remove takes key's slot out of the table whatever its state (Forget),
 // with the hits its cell counted.
 func (tb *table) remove(id string) (*slot, uint64) {
-	sh, tag := tb.locate(id)
+	sh, tag := tb.locate(hashID(id))
 	sh.mu.Lock()
 	var s *slot
 	var hits uint64
 	if i := sh.find(tag, id); i >= 0 {
-		s, hits = sh.owners[i], sh.cells[i].hits.Load()
+		s, hits = sh.cells[i].owner, sh.cells[i].hits.Load()
 		sh.delete(uint32(i))
 	}
 	sh.mu.Unlock()
@@ -207,7 +227,7 @@ func (tb *table) each(f func(s *slot, cur *credential.Token, hits uint64)) {
 		sh.mu.RLock()
 		for j := range sh.cells {
 			if c := &sh.cells[j]; c.tag != 0 {
-				f(sh.owners[j], c.cur.Load(), c.hits.Load())
+				f(c.owner, c.cur, c.hits.Load())
 			}
 		}
 		sh.mu.RUnlock()
@@ -222,7 +242,7 @@ func (tb *table) each(f func(s *slot, cur *credential.Token, hits uint64)) {
 // then does it take a slot in use. It gives up when no slot may go: every
 // one is pinned or leased.
 func (tb *table) bound(max int64, id string, usable func(*credential.Token) bool, gone func(*slot, uint64)) {
-	start := maphash.String(tb.seed, id) & (shardCount - 1)
+	start := hashID(id) & (shardCount - 1)
 	for tb.total.Load() > max {
 		var s *slot
 		var hits uint64
@@ -253,7 +273,8 @@ func (sh *shard) evictOne(usable func(*credential.Token) bool, inUse bool) (*slo
 	victim, fallback := -1, -1
 	for k, seen := uint32(0), 0; k <= mask && seen < evictSample; k++ {
 		i := (start + k) & mask
-		c, s := &sh.cells[i], sh.owners[i]
+		c := &sh.cells[i]
+		s := c.owner
 		if c.tag == 0 {
 			continue
 		}
@@ -261,7 +282,7 @@ func (sh *shard) evictOne(usable func(*credential.Token) bool, inUse bool) (*slo
 		if s.pins.Load() != 0 || s.flags.Load() != 0 { // pinned, refreshing or leased
 			continue
 		}
-		if tok := c.cur.Load(); tok == nil || !usable(tok) {
+		if tok := c.cur; tok == nil || !usable(tok) {
 			victim = int(i)
 			break
 		}
@@ -278,10 +299,10 @@ func (sh *shard) evictOne(usable func(*credential.Token) bool, inUse bool) (*slo
 	if victim < 0 && inUse {
 		victim = fallback
 	}
-	if victim < 0 || !sh.owners[victim].pins.CompareAndSwap(0, -1) {
+	if victim < 0 || !sh.cells[victim].owner.pins.CompareAndSwap(0, -1) {
 		return nil, 0 // (a CAS lost to a pin: a mint just started; the caller tries elsewhere)
 	}
-	s, hits := sh.owners[victim], sh.cells[victim].hits.Load()
+	s, hits := sh.cells[victim].owner, sh.cells[victim].hits.Load()
 	sh.delete(uint32(victim))
 	return s, hits
 }
@@ -322,16 +343,15 @@ func (sh *shard) insert(tag uint32, s *slot) {
 		i = (i + 1) & mask
 	}
 	c := &sh.cells[i]
-	c.tag, c.n, c.p = tag, uint32(len(s.id)), unsafe.StringData(s.id)
-	sh.owners[i] = s
+	c.tag, c.n, c.p, c.owner = tag, uint32(len(s.id)), unsafe.StringData(s.id), s
 	sh.n++
 }
 
-// grow doubles sh's arrays; sh.mu write-held.
+// grow doubles sh's array; sh.mu write-held.
 func (sh *shard) grow() {
-	cells, owners := sh.cells, sh.owners
+	cells := sh.cells
 	size := max(minCells, 2*len(cells))
-	sh.cells, sh.owners = make([]cell, size), make([]*slot, size)
+	sh.cells = make([]cell, size)
 	mask := uint32(size - 1)
 	for j := range cells {
 		if cells[j].tag == 0 {
@@ -342,7 +362,6 @@ func (sh *shard) grow() {
 			i = (i + 1) & mask
 		}
 		sh.cells[i].take(&cells[j])
-		sh.owners[i] = owners[j]
 	}
 }
 
@@ -355,19 +374,17 @@ func (sh *shard) delete(i uint32) {
 		// Cell j may move back to i only if i is not before its home.
 		if (j-home(cells[j].tag, mask))&mask >= (j-i)&mask {
 			cells[i].take(&cells[j])
-			sh.owners[i] = sh.owners[j]
 			i = j
 		}
 	}
 	cells[i].take(&cell{})
-	sh.owners[i] = nil
 	sh.n--
 }
 
 // take makes c a copy of o; the shard's write lock is held, so no reader
 // touches either.
 func (c *cell) take(o *cell) {
-	c.tag, c.n, c.p = o.tag, o.n, o.p
-	c.cur.Store(o.cur.Load())
+	c.tag, c.n, c.p, c.cur, c.owner = o.tag, o.n, o.p, o.cur, o.owner
+	c.exp, c.iss, c.kind = o.exp, o.iss, o.kind
 	c.hits.Store(o.hits.Load())
 }

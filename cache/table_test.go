@@ -43,8 +43,9 @@ func TestShardAgainstMap(t *testing.T) {
 			if i = sh.find(tag, id); i < 0 {
 				t.Fatalf("step %d: %q not found after insert", step, id)
 			}
-			tok := &credential.Token{Value: id}
-			sh.cells[i].cur.Store(tok)
+			tok := &credential.Token{Value: id, Expiry: time.Unix(int64(step), 0), Issued: time.Unix(int64(step)-60, 0)}
+			c := &sh.cells[i]
+			c.cur, c.kind, c.exp, c.iss = tok, stampWall, tok.Expiry.UnixNano(), tok.Issued.UnixNano()
 			toks[s] = tok
 		case s != nil && op < 4:
 			if got := sh.cells[i].hits.Load(); got != hits[s] {
@@ -62,15 +63,20 @@ func TestShardAgainstMap(t *testing.T) {
 		}
 		for id, s := range ref {
 			i := sh.find(tagOf(id), id)
-			if i < 0 || sh.owners[i] != s || sh.cells[i].cur.Load() != toks[s] || sh.cells[i].hits.Load() != hits[s] {
-				t.Fatalf("step %d: %q lost or mixed up (index %d)", step, id, i)
+			if i < 0 {
+				t.Fatalf("step %d: %q lost", step, id)
+			}
+			c, tok := &sh.cells[i], toks[s]
+			if c.owner != s || c.cur != tok || c.hits.Load() != hits[s] ||
+				c.kind != stampWall || c.exp != tok.Expiry.UnixNano() || c.iss != tok.Issued.UnixNano() {
+				t.Fatalf("step %d: %q mixed up (index %d)", step, id, i)
 			}
 		}
 		mask := uint32(len(sh.cells) - 1)
 		for j := range sh.cells {
 			c := &sh.cells[j]
 			if c.tag == 0 {
-				if sh.owners[j] != nil || c.cur.Load() != nil || c.hits.Load() != 0 {
+				if *c != (cell{}) {
 					t.Fatalf("step %d: empty cell %d keeps state", step, j)
 				}
 				continue
@@ -91,10 +97,12 @@ func TestShardAgainstMap(t *testing.T) {
 // forgets and evicts (growing shards and shifting cells), readers hit
 // keys at random. A hit only ever returns its own key's token, and no hit
 // is lost when its cell moves: hits counted by readers equal the hits the
-// table hands back for the slots that left plus those still in it.
+// table hands back for the slots that left plus those still in it. The
+// writer stores tokens of two lifetimes, one already past its usable end,
+// so a hit that read one token's deadlines with another token would hand
+// out an unusable one or misjudge its refresh.
 func TestTableConcurrentReaders(t *testing.T) {
 	var tb table
-	tb.init()
 	set := Settings{}.withDefaults()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	expiry := now.Add(time.Hour)
@@ -117,11 +125,15 @@ func TestTableConcurrentReaders(t *testing.T) {
 					return
 				default:
 				}
-				id := ids[rng.IntN(len(ids))]
-				if tok, _ := tb.hit(id, now, &set); tok != nil {
+				key := Key{ID: ids[rng.IntN(len(ids))]}
+				if tok, due := tb.hit(key.hashOf(), key.ID, now, &set); tok != nil {
 					counted.Add(1)
-					if tok.Value != id {
-						t.Errorf("hit for %q returned %q's token", id, tok.Value)
+					if tok.Value != key.ID {
+						t.Errorf("hit for %q returned %q's token", key.ID, tok.Value)
+						return
+					}
+					if !now.Before(set.until(tok)) || due != !now.Before(set.refreshAt(tok)) {
+						t.Errorf("hit for %q: usable/due decided on another token's deadlines", key.ID)
 						return
 					}
 				}
@@ -149,7 +161,11 @@ func TestTableConcurrentReaders(t *testing.T) {
 			} else if ref[id] != s {
 				t.Fatalf("pin(%q) found a slot not in the map", id)
 			}
-			tb.store(s, &credential.Token{Value: id, Expiry: expiry})
+			exp := expiry
+			if rng.IntN(2) == 0 {
+				exp = now.Add(set.ExpiryMargin / 2) // not usable now
+			}
+			tb.store(s, &credential.Token{Value: id, Expiry: exp, Issued: now.Add(-time.Hour)})
 			s.unpin()
 			if inserted {
 				tb.bound(2000, id, usable, gone)

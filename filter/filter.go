@@ -164,7 +164,8 @@ func New(cfg *config.Config, sources map[string]credential.Source, tokens *cache
 		changer, _ := src.(credential.Changer)
 		// A static value costs no mint: it stays out of the fleet's shared
 		// tier, so Redis never holds a copy of it.
-		key := cache.Key{ID: c.Identity(), Name: name, Local: c.Type == "static"}
+		// Hashed: a lookup then reads no byte of the ID (table.go).
+		key := cache.Key{ID: c.Identity(), Name: name, Local: c.Type == "static"}.Hashed()
 		fm, ok := formats[[2]string{c.Header, c.Format}]
 		if !ok {
 			prefix, suffix, _ := strings.Cut(c.Format, "{token}")
@@ -272,7 +273,7 @@ func (f *Filter) Decide(ctx context.Context, r *Request) Decision {
 	if b.changer != nil && b.changer.Changed() {
 		f.tokens.Invalidate(b.key)
 	}
-	tok, err := f.tokens.Get(ctx, b.key, b.src)
+	tok, err := f.tokens.Held(ctx, b.key, b.src) // the held token: the filter reads its header only
 	if err != nil {
 		// Debug, not Warn: the cache already logs each failed mint once, and
 		// an outage must not turn every denied request into a log line.
@@ -314,7 +315,7 @@ func (f *Filter) pick(r *Request, path string, pathOK bool) (b *binding, remove 
 	return nil, nil, known
 }
 
-func (b *binding) value(tok credential.Token) string {
+func (b *binding) value(tok *credential.Token) string {
 	// The source formatted the header at mint time. Check it has this
 	// binding's format: a reload may change the format of a credential whose
 	// identity, and so cached token, stayed the same.

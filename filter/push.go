@@ -44,7 +44,7 @@ func (p PushCredential) Value(ctx context.Context, fresh bool) (string, cache.Le
 	if err != nil {
 		return "", cache.Lease{}, err
 	}
-	return p.b.value(l.Token), l, nil
+	return p.b.value(&l.Token), l, nil
 }
 
 // Polled reports whether the value can change in place with no expiry to
