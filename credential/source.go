@@ -4,19 +4,83 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 	"unique"
 
 	"github.com/tokenbroker/tokenbroker/config"
 )
 
+// Hooks are the functions every source built from one configuration
+// shares. A client-credentials source built by Hooks.FromConfig keeps one
+// pointer to them inside its endpoint, which the IdP's clients share, so
+// they cost nothing per credential. Do not change them once a source is
+// built.
+type Hooks struct {
+	// Now stamps tokens; nil means time.Now.
+	Now func() time.Time
+	// Logf, when not nil, receives notes about adjustments to IdP answers
+	// (never a token or secret), with the credential's name.
+	Logf func(credential, format string, args ...any)
+}
+
+func (h *Hooks) now() func() time.Time {
+	if h == nil || h.Now == nil {
+		return time.Now
+	}
+	return h.Now
+}
+
+func (h *Hooks) logf() func(credential, format string, args ...any) {
+	if h == nil {
+		return nil
+	}
+	return h.Logf
+}
+
 // FromConfig builds the Source a credential's `type` asks for. logf, when not
 // nil, receives notes about adjustments to IdP answers (never a token or secret).
+// A client-credentials source with logf set is a *ClientCredentials with Logf
+// set (under WithFormat); to build many sources that share their functions
+// at no cost per credential, use Hooks.FromConfig.
 func FromConfig(c *config.Credential, logf func(credential, format string, args ...any)) (Source, error) {
-	src, err := fromConfig(c, logf)
-	if err != nil {
-		return nil, err
+	if logf == nil {
+		return (*Hooks)(nil).FromConfig(c)
 	}
-	return WithFormat(src, c.Format), nil
+	switch c.Type {
+	case "", "client_credentials", "token_exchange", "jwt_bearer":
+		cl, err := newClient(c, nil, endpoint{})
+		if err != nil {
+			return nil, err
+		}
+		return WithFormat(&ClientCredentials{Logf: logf, client: cl}, c.Format), nil
+	}
+	return (*Hooks)(nil).FromConfig(c)
+}
+
+// FromConfig builds the Source a credential's `type` asks for, under
+// WithFormat(c.Format), using h's functions (h may be nil: none). A
+// client-credentials source keeps no copy of h: h is kept in the endpoint
+// it shares with the other clients of its IdP.
+func (h *Hooks) FromConfig(c *config.Credential) (Source, error) {
+	switch c.Type {
+	case "", "client_credentials", "token_exchange", "jwt_bearer":
+		cl, err := newClient(c, nil, endpoint{hooks: h})
+		if err != nil {
+			return nil, err
+		}
+		return WithFormat(&cl, c.Format), nil
+	case "static":
+		s, err := NewStatic(c)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil {
+			s.Now = h.Now
+		}
+		return WithFormat(s, c.Format), nil
+	default:
+		return nil, fmt.Errorf("credential %q: unsupported type %q", c.Name, c.Type)
+	}
 }
 
 // WithFormat makes src fill Token.Header from format ("Bearer {token}") at
@@ -33,22 +97,6 @@ func WithFormat(src Source, format string) Source {
 		return formattedChanger{f, ch}
 	}
 	return f
-}
-
-func fromConfig(c *config.Credential, logf func(credential, format string, args ...any)) (Source, error) {
-	switch c.Type {
-	case "", "client_credentials", "token_exchange", "jwt_bearer":
-		cc, err := NewClientCredentials(c, nil)
-		if err != nil {
-			return nil, err
-		}
-		cc.Logf = logf
-		return cc, nil
-	case "static":
-		return NewStatic(c)
-	default:
-		return nil, fmt.Errorf("credential %q: unsupported type %q", c.Name, c.Type)
-	}
 }
 
 // formatted is a Source under WithFormat. It is one per credential: the
