@@ -67,7 +67,8 @@ type client struct {
 	rare     *ccRare // never nil; &noRare when none of it is set
 }
 
-// endpoint is how a client reaches its IdP: usually the same for thousands of one IdP's clients, so they
+// endpoint is how a client reaches its IdP, and what is done with the
+// answer: usually the same for thousands of one IdP's clients, so they
 // share one copy (unique.Make) instead of carrying ~80 bytes each. Read
 // once per mint.
 type endpoint struct {
@@ -82,6 +83,11 @@ type endpoint struct {
 	// hooks are the functions of the Hooks that built the source (nil:
 	// none); a ClientCredentials' own Now and Logf win over them.
 	hooks *Hooks
+	// format is the header format split around {token} when the source
+	// fills Token.Header itself (built by FromConfig); zero otherwise.
+	format affixes
+	// formats reports whether format applies.
+	formats bool
 }
 
 // ccRare is what only some auth methods and grants use, kept out of line:
@@ -111,7 +117,7 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 }
 
 // newClient checks c and builds its client; shared holds the endpoint's
-// hooks, the rest of it is set from c.
+// hooks and format, the rest of it is set from c.
 func newClient(c *config.Credential, hc *http.Client, shared endpoint) (client, error) {
 	if c == nil {
 		return client{}, errors.New("credential: nil configuration")
@@ -304,8 +310,8 @@ func (cc *client) Token(ctx context.Context) (Token, error) {
 	return cc.token(ctx, &ep, ep.hooks.now(), ep.hooks.logf())
 }
 
-// token mints, stamping with now (not nil), and tells logf (may be nil) of
-// any adjustment to the answer.
+// token mints, stamping with now (not nil), tells logf (may be nil) of
+// any adjustment to the answer, and fills Header when ep has a format.
 func (cc *client) token(ctx context.Context, ep *endpoint, now func() time.Time, logf func(credential, format string, args ...any)) (Token, error) {
 	telemetry.NoteIdP(ctx, ep.host, ep.auth) // on the cache's mint span, when traced
 	resp, err := cc.mint(ctx, ep, now)
@@ -315,7 +321,11 @@ func (cc *client) token(ctx context.Context, ep *endpoint, now func() time.Time,
 	if resp.Note != "" && logf != nil {
 		logf(cc.name, "credential %q: token response from %s adjusted: %s", cc.name, ep.host, resp.Note)
 	}
-	return resp.Token, nil
+	t := resp.Token
+	if ep.formats {
+		t.format(ep.format)
+	}
+	return t, nil
 }
 
 func (cc *client) mint(ctx context.Context, ep *endpoint, clock func() time.Time) (Response, error) {

@@ -13,7 +13,7 @@ import (
 
 // A source from Hooks.FromConfig stamps with the hooks' Now, tells their
 // Logf of an adjusted answer (with its name, without the token or secret)
-// and fills the header from its format.
+// and fills the header from its format, with no wrapper around it.
 func TestHooksFromConfigUsesHooks(t *testing.T) {
 	idp, srv, _ := newIdP(t)
 	idp.SetDown(200, `{"access_token":"`+tokenValue+`"}`, "")
@@ -30,8 +30,8 @@ func TestHooksFromConfigUsesHooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := src.(formatted).src.(*client); !ok {
-		t.Fatalf("source is a %T, want a *client (no fields for the hooks) under the format", src)
+	if _, ok := src.(*client); !ok {
+		t.Fatalf("source is a %T, want a *client (no wrapper, no fields for the hooks)", src)
 	}
 	tok, err := src.Token(context.Background())
 	if err != nil {
@@ -88,13 +88,13 @@ func TestFromConfigLogfIsClientCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, ok := src.(formatted).src.(*ClientCredentials)
+	cc, ok := src.(*ClientCredentials)
 	if !ok {
 		t.Fatalf("source is a %T, want a *ClientCredentials", src)
 	}
 	later := testNow.Add(time.Hour)
 	cc.Now = func() time.Time { return later }
-	tok, err := src.Token(context.Background())
+	tok, err := cc.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,8 +138,8 @@ func TestClientCredentialsFieldsWinOverHooks(t *testing.T) {
 	}
 }
 
-// 100,000 sources from one configuration share one endpoint (its hooks
-// included) and each is 80 bytes: no function fields.
+// 100,000 sources from one configuration share one endpoint (its hooks and
+// format included) and each is 80 bytes: no function fields, no wrapper.
 func TestHooksFromConfigShared(t *testing.T) {
 	h := &Hooks{Logf: func(string, string, ...any) {}}
 	a, err := h.FromConfig(credentialFor("https://idp.example.com/token", func(c *config.Credential) { c.Format = "Bearer {token}" }))
@@ -152,8 +152,8 @@ func TestHooksFromConfigShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.(formatted).src.(*client).ep != b.(formatted).src.(*client).ep {
-		t.Error("two sources of one IdP and hooks do not share their endpoint")
+	if a.(*client).ep != b.(*client).ep {
+		t.Error("two sources of one IdP, format and hooks do not share their endpoint")
 	}
 	if n := unsafe.Sizeof(client{}); n > 80 {
 		t.Errorf("a source is %d bytes, want at most 80", n)

@@ -40,35 +40,38 @@ func (h *Hooks) logf() func(credential, format string, args ...any) {
 // FromConfig builds the Source a credential's `type` asks for. logf, when not
 // nil, receives notes about adjustments to IdP answers (never a token or secret).
 // A client-credentials source with logf set is a *ClientCredentials with Logf
-// set (under WithFormat); to build many sources that share their functions
-// at no cost per credential, use Hooks.FromConfig.
+// set; to build many sources that share their functions at no cost per
+// credential, use Hooks.FromConfig.
 func FromConfig(c *config.Credential, logf func(credential, format string, args ...any)) (Source, error) {
 	if logf == nil {
 		return (*Hooks)(nil).FromConfig(c)
 	}
 	switch c.Type {
 	case "", "client_credentials", "token_exchange", "jwt_bearer":
-		cl, err := newClient(c, nil, endpoint{})
+		cl, err := newClient(c, nil, formatEndpoint(c.Format))
 		if err != nil {
 			return nil, err
 		}
-		return WithFormat(&ClientCredentials{Logf: logf, client: cl}, c.Format), nil
+		return &ClientCredentials{Logf: logf, client: cl}, nil
 	}
 	return (*Hooks)(nil).FromConfig(c)
 }
 
-// FromConfig builds the Source a credential's `type` asks for, under
-// WithFormat(c.Format), using h's functions (h may be nil: none). A
-// client-credentials source keeps no copy of h: h is kept in the endpoint
-// it shares with the other clients of its IdP.
+// FromConfig builds the Source a credential's `type` asks for, its header
+// filled from c.Format at mint time (as WithFormat does), using h's
+// functions (h may be nil: none). A client-credentials source costs no
+// wrapper and no copy of h: the format and h are kept in the endpoint it
+// shares with the other clients of its IdP.
 func (h *Hooks) FromConfig(c *config.Credential) (Source, error) {
 	switch c.Type {
 	case "", "client_credentials", "token_exchange", "jwt_bearer":
-		cl, err := newClient(c, nil, endpoint{hooks: h})
+		ep := formatEndpoint(c.Format)
+		ep.hooks = h
+		cl, err := newClient(c, nil, ep)
 		if err != nil {
 			return nil, err
 		}
-		return WithFormat(&cl, c.Format), nil
+		return &cl, nil
 	case "static":
 		s, err := NewStatic(c)
 		if err != nil {
@@ -81,6 +84,16 @@ func (h *Hooks) FromConfig(c *config.Credential) (Source, error) {
 	default:
 		return nil, fmt.Errorf("credential %q: unsupported type %q", c.Name, c.Type)
 	}
+}
+
+// formatEndpoint is an endpoint holding only format's affixes (none when
+// format has no {token}).
+func formatEndpoint(format string) endpoint {
+	prefix, suffix, ok := strings.Cut(format, "{token}")
+	if !ok {
+		return endpoint{}
+	}
+	return endpoint{format: affixes{prefix, suffix}, formats: true}
 }
 
 // WithFormat makes src fill Token.Header from format ("Bearer {token}") at
@@ -101,6 +114,7 @@ func WithFormat(src Source, format string) Source {
 
 // formatted is a Source under WithFormat. It is one per credential: the
 // format's halves, the same for most, are shared (24 bytes instead of 48).
+// Client-credentials sources from FromConfig format themselves instead.
 type formatted struct {
 	src     Source
 	affixes unique.Handle[affixes]
@@ -114,10 +128,15 @@ func (f formatted) Token(ctx context.Context) (Token, error) {
 	if err != nil {
 		return t, err
 	}
-	a := f.affixes.Value()
+	t.format(f.affixes.Value())
+	return t, nil
+}
+
+// format sets t.Header to a's prefix, the token and a's suffix, and makes
+// t.Value the token's part of it.
+func (t *Token) format(a affixes) {
 	t.Header = a.prefix + t.Value + a.suffix
 	t.Value = t.Header[len(a.prefix) : len(t.Header)-len(a.suffix)]
-	return t, nil
 }
 
 // changer is a source whose value can change under it (a static value file).
