@@ -38,6 +38,10 @@ const (
 // and, with the same client authentication methods, the token exchange (RFC 8693) and JWT
 // bearer (RFC 7523 §2.1) grants: every grant that is one POST to a token endpoint.
 // It is safe for concurrent use once built; set its exported fields before the first Token call.
+//
+// Sources built from a configuration (Hooks.FromConfig) are of another type without the
+// two fields: there the functions are shared through the endpoint, not carried by each of
+// 100,000 credentials.
 type ClientCredentials struct {
 	// Now stamps Issued and Expiry; nil means time.Now. The stamp is taken just before the
 	// request is sent, so a slow IdP shortens the token's believed life rather than lengthening it.
@@ -48,6 +52,13 @@ type ClientCredentials struct {
 	// holding its name is 32 bytes per credential, 3 MB at 100k.
 	Logf func(credential, format string, args ...any)
 
+	client
+}
+
+// client is a client-credentials source without functions of its own: the
+// Source Hooks.FromConfig builds (80 bytes a credential), and the part of
+// ClientCredentials that is not its exported fields.
+type client struct {
 	name     string
 	clientID string
 	secret   string // from client_secret; "" when rare.secretFile is used
@@ -56,9 +67,10 @@ type ClientCredentials struct {
 	rare     *ccRare // never nil; &noRare when none of it is set
 }
 
-// endpoint is how a client reaches its IdP: usually the same for thousands
-// of one IdP's clients, so they share one copy (unique.Make) instead of
-// carrying ~80 bytes each. Read once per mint.
+// endpoint is how a client reaches its IdP, and what is done with the
+// answer: usually the same for thousands of one IdP's clients, so they
+// share one copy (unique.Make) instead of carrying ~80 bytes each. Read
+// once per mint.
 type endpoint struct {
 	tokenURL string
 	host     string // for messages: no userinfo, no query
@@ -67,6 +79,15 @@ type endpoint struct {
 	timeout  time.Duration
 	lifetime time.Duration // when the IdP omits expires_in
 	hc       *http.Client
+
+	// hooks are the functions of the Hooks that built the source (nil:
+	// none); a ClientCredentials' own Now and Logf win over them.
+	hooks *Hooks
+	// format is the header format split around {token} when the source
+	// fills Token.Header itself (built by FromConfig); zero otherwise.
+	format affixes
+	// formats reports whether format applies.
+	formats bool
 }
 
 // ccRare is what only some auth methods and grants use, kept out of line:
@@ -88,11 +109,21 @@ var noRare ccRare
 // is reported as an *IdPError rather than replaying credentials to another URL); with
 // tls_client_auth or ca_file, hc nil means such a client with the configured certificates.
 func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredentials, error) {
-	if c == nil {
-		return nil, errors.New("credential: nil configuration")
+	cl, err := newClient(c, hc, endpoint{})
+	if err != nil {
+		return nil, err
 	}
-	fail := func(format string, args ...any) (*ClientCredentials, error) {
-		return nil, fmt.Errorf("credential %q: %s", c.Name, fmt.Sprintf(format, args...))
+	return &ClientCredentials{client: cl}, nil
+}
+
+// newClient checks c and builds its client; shared holds the endpoint's
+// hooks and format, the rest of it is set from c.
+func newClient(c *config.Credential, hc *http.Client, shared endpoint) (client, error) {
+	if c == nil {
+		return client{}, errors.New("credential: nil configuration")
+	}
+	fail := func(format string, args ...any) (client, error) {
+		return client{}, fmt.Errorf("credential %q: %s", c.Name, fmt.Sprintf(format, args...))
 	}
 	form := url.Values{}
 	var grantParam, grantFile string
@@ -246,14 +277,15 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 	if *rare == noRare {
 		rare = &noRare
 	}
-	return &ClientCredentials{
+	shared.tokenURL, shared.host, shared.auth, shared.basic = tokenURL, u.Host, auth, basic
+	shared.timeout, shared.lifetime, shared.hc = timeout, lifetime, hc
+	return client{
 		name:     c.Name,
 		clientID: c.ClientID,
 		secret:   secret,
 		form:     unique.Make(form.Encode()).Value(),
-		ep: unique.Make(endpoint{tokenURL: tokenURL, host: u.Host, auth: auth, basic: basic,
-			timeout: timeout, lifetime: lifetime, hc: hc}),
-		rare: rare,
+		ep:       unique.Make(shared),
+		rare:     rare,
 	}, nil
 }
 
@@ -262,18 +294,41 @@ func NewClientCredentials(c *config.Credential, hc *http.Client) (*ClientCredent
 // cancellation still satisfies errors.Is(err, context.DeadlineExceeded / context.Canceled).
 func (cc *ClientCredentials) Token(ctx context.Context) (Token, error) {
 	ep := cc.ep.Value()
+	now, logf := cc.Now, cc.Logf
+	if now == nil {
+		now = ep.hooks.now()
+	}
+	if logf == nil {
+		logf = ep.hooks.logf()
+	}
+	return cc.token(ctx, &ep, now, logf)
+}
+
+// Token is ClientCredentials.Token with the endpoint's hooks.
+func (cc *client) Token(ctx context.Context) (Token, error) {
+	ep := cc.ep.Value()
+	return cc.token(ctx, &ep, ep.hooks.now(), ep.hooks.logf())
+}
+
+// token mints, stamping with now (not nil), tells logf (may be nil) of
+// any adjustment to the answer, and fills Header when ep has a format.
+func (cc *client) token(ctx context.Context, ep *endpoint, now func() time.Time, logf func(credential, format string, args ...any)) (Token, error) {
 	telemetry.NoteIdP(ctx, ep.host, ep.auth) // on the cache's mint span, when traced
-	resp, err := cc.mint(ctx, &ep)
+	resp, err := cc.mint(ctx, ep, now)
 	if err != nil {
 		return Token{}, fmt.Errorf("token request to %s: %w", ep.host, err)
 	}
-	if resp.Note != "" && cc.Logf != nil {
-		cc.Logf(cc.name, "credential %q: token response from %s adjusted: %s", cc.name, ep.host, resp.Note)
+	if resp.Note != "" && logf != nil {
+		logf(cc.name, "credential %q: token response from %s adjusted: %s", cc.name, ep.host, resp.Note)
 	}
-	return resp.Token, nil
+	t := resp.Token
+	if ep.formats {
+		t.format(ep.format)
+	}
+	return t, nil
 }
 
-func (cc *ClientCredentials) mint(ctx context.Context, ep *endpoint) (Response, error) {
+func (cc *client) mint(ctx context.Context, ep *endpoint, clock func() time.Time) (Response, error) {
 	var secret string // whatever must not appear in an error: the client secret or grant token
 	switch ep.auth {
 	case "client_secret_basic", "client_secret_post", "client_secret_jwt":
@@ -318,7 +373,7 @@ func (cc *ClientCredentials) mint(ctx context.Context, ep *endpoint) (Response, 
 		if err != nil {
 			return Response{}, err
 		}
-		a, err := signAssertion(signer, cc.clientID, cc.rare.assertionAud, cc.now())
+		a, err := signAssertion(signer, cc.clientID, cc.rare.assertionAud, clock())
 		if err != nil {
 			return Response{}, err
 		}
@@ -340,7 +395,7 @@ func (cc *ClientCredentials) mint(ctx context.Context, ep *endpoint) (Response, 
 		req.SetBasicAuth(url.QueryEscape(cc.clientID), url.QueryEscape(secret))
 	}
 
-	now := cc.now()
+	now := clock()
 	res, err := ep.hc.Do(req)
 	if err != nil {
 		// *url.Error quotes the full URL (query included); keep only its cause, as the
@@ -381,13 +436,6 @@ func (cc *ClientCredentials) mint(ctx context.Context, ep *endpoint) (Response, 
 		return Response{}, scrubError(scrubError(err, secret), grantToken)
 	}
 	return resp, nil
-}
-
-func (cc *ClientCredentials) now() time.Time {
-	if cc.Now != nil {
-		return cc.Now()
-	}
-	return time.Now()
 }
 
 // readSecretFile returns a secret file's content without surrounding white space.

@@ -25,7 +25,8 @@ type credentials struct {
 	// where per-credential counts are not kept: the cost_per_mint they all
 	// share, or else the mean over every credential (an estimate).
 	otherCost float64
-	uniform   bool // every credential's price is otherCost
+	uniform   bool       // every credential's price is otherCost
+	routes    routeTexts // each credential's routes, aligned with names (SetRoutes)
 }
 
 // Keys finds a configured credential's cache key: the filter in force

@@ -157,41 +157,81 @@ func (w *windows) rows(now time.Time) []CheckRow {
 	return out
 }
 
-// routeIndex lists each credential's routes as the page shows them, sorted
-// by credential: 32 bytes a route, and no more unless the route has a path
-// prefix or methods (its text is then a string of its own). The
+// routeTexts are each credential's routes as the page shows them,
+// host[path_prefix] [methods] in file order, aligned with the sorted names
+// of the credentials they were built for: 16 bytes a route (the text, a
+// slice of the configuration's host string when that is all there is),
+// nothing for the credential's name, which the names already hold. The
 // configuration's own []config.Route (~104 B a route) is not kept.
-type routeIndex struct {
-	routes []routeText // by credential, then file order
+type routeTexts struct {
+	first []string            // names[i]'s first route; "" for none (nil: no routes set)
+	more  map[string][]string // the later routes of credentials with several, by name
 }
 
-type routeText struct{ credential, text string }
-
-func newRouteIndex(routes []config.Route) *routeIndex {
-	x := &routeIndex{routes: make([]routeText, len(routes))}
-	for i, r := range routes {
-		s := r.Host // shared with the configuration's string when that is all there is
-		if r.PathPrefix != "" {
-			s += r.PathPrefix
-		}
-		if len(r.Methods) > 0 {
-			s += " " + strings.Join(r.Methods, ",")
-		}
-		x.routes[i] = routeText{credential: r.Credential, text: s}
+func routeText(r config.Route) string {
+	s := r.Host // shared with the configuration's string when that is all there is
+	if r.PathPrefix != "" {
+		s += r.PathPrefix
 	}
-	slices.SortStableFunc(x.routes, func(a, b routeText) int { return strings.Compare(a.credential, b.credential) })
+	if len(r.Methods) > 0 {
+		s += " " + strings.Join(r.Methods, ",")
+	}
+	return s
+}
+
+// newRouteTexts lists routes by credential, aligned with names (sorted).
+// Routes of a credential not in names are left out: the page has no row
+// for them.
+func newRouteTexts(names []string, routes []config.Route) routeTexts {
+	x := routeTexts{first: make([]string, len(names))}
+	for _, r := range routes {
+		i, ok := slices.BinarySearch(names, r.Credential)
+		switch {
+		case !ok:
+		case x.first[i] == "":
+			x.first[i] = routeText(r)
+		default:
+			if x.more == nil {
+				x.more = map[string][]string{}
+			}
+			x.more[r.Credential] = append(x.more[r.Credential], routeText(r))
+		}
+	}
 	return x
 }
 
-// of lists credential's routes as host[path_prefix] [methods], in file order.
-func (x *routeIndex) of(credential string) []string {
-	if x == nil {
-		return nil
+// realign keeps the routes of the credentials in both from (the names x
+// is aligned with) and to (both sorted), aligned with to.
+func (x routeTexts) realign(from, to []string) routeTexts {
+	if x.first == nil {
+		return routeTexts{}
 	}
-	i := sort.Search(len(x.routes), func(i int) bool { return x.routes[i].credential >= credential })
-	var out []string
-	for ; i < len(x.routes) && x.routes[i].credential == credential; i++ {
-		out = append(out, x.routes[i].text)
+	out := routeTexts{first: make([]string, len(to))}
+	i := 0
+	for j, name := range to {
+		for i < len(from) && from[i] < name {
+			i++
+		}
+		if i < len(from) && from[i] == name {
+			out.first[j] = x.first[i]
+		}
+	}
+	for name, rs := range x.more {
+		if _, ok := slices.BinarySearch(to, name); ok {
+			if out.more == nil {
+				out.more = map[string][]string{}
+			}
+			out.more[name] = rs
+		}
 	}
 	return out
+}
+
+// of lists the routes of the i-th credential of the names x is aligned
+// with, in file order; nil for none.
+func (x routeTexts) of(i int, name string) []string {
+	if i >= len(x.first) || x.first[i] == "" {
+		return nil
+	}
+	return append([]string{x.first[i]}, x.more[name]...)
 }

@@ -27,8 +27,8 @@ type Page struct {
 	tokens  *cache.Tokens
 	broker  atomic.Pointer[broker.Broker] // nil when the broker is off; swapped by a reload
 	meter   *budget.Meter
-	creds   atomic.Pointer[credentials] // swapped by a configuration reload
-	routes  atomic.Pointer[routeIndex]  // each credential's routes, swapped by a reload
+	creds   atomic.Pointer[credentials] // and their routes; swapped by a configuration reload
+	setMu   sync.Mutex                  // serialises SetCredentials and SetRoutes
 	refresh time.Duration
 	// subscribers reports push mode's SDS subscribers per credential.
 	subscribers atomic.Pointer[func() map[string]int]
@@ -62,16 +62,29 @@ func New(tokens *cache.Tokens, b *broker.Broker, meter *budget.Meter, creds map[
 // It reads their names and prices now and keeps neither creds nor any
 // credential in it; keys (the filter built from the same configuration)
 // finds their cache keys. With keys nil the page computes them itself.
+// The credentials that stay keep their routes until SetRoutes.
 func (p *Page) SetCredentials(creds map[string]*config.Credential, keys Keys) {
-	p.creds.Store(newCredentials(creds, keys))
+	p.setMu.Lock()
+	defer p.setMu.Unlock()
+	c := newCredentials(creds, keys)
+	if old := p.creds.Load(); old != nil {
+		c.routes = old.routes.realign(old.names, c.names)
+	}
+	p.creds.Store(c)
 }
 
 // SetBroker replaces the broker whose clients the page lists (nil: off).
 func (p *Page) SetBroker(b *broker.Broker) { p.broker.Store(b) }
 
-// SetRoutes replaces the routes shown with each credential (after a reload).
+// SetRoutes replaces the routes shown with each credential (after a
+// reload, after SetCredentials: routes of credentials the page does not
+// list are not kept).
 func (p *Page) SetRoutes(routes []config.Route) {
-	p.routes.Store(newRouteIndex(routes))
+	p.setMu.Lock()
+	defer p.setMu.Unlock()
+	c := *p.creds.Load()
+	c.routes = newRouteTexts(c.names, routes)
+	p.creds.Store(&c)
 }
 
 // SetDecisions makes the page count Checks from d (the filter's metrics,
@@ -194,7 +207,6 @@ func (p *Page) DataPage(n int) Data {
 	if dec := p.decisions.Load(); dec != nil {
 		d.Denials = (*dec).Recent()
 	}
-	routes := p.routes.Load()
 	cs := p.creds.Load()
 	var clients []broker.ClientState
 	b := p.broker.Load()
@@ -212,7 +224,7 @@ func (p *Page) DataPage(n int) Data {
 	}
 	for i := from; i < to && i < len(cs.names); i++ {
 		name := cs.names[i]
-		r := Row{Kind: "credential", Name: name, CostPerMint: cs.costPerMint(name), Routes: routes.of(name), Subscribers: subs[name],
+		r := Row{Kind: "credential", Name: name, CostPerMint: cs.costPerMint(name), Routes: cs.routes.of(i, name), Subscribers: subs[name],
 			ChecksHour: checksOf[name].Hour, ChecksDay: checksOf[name].Day}
 		if k, ok := cs.key(i); !ok {
 			// The filter in force does not know it yet: listed without state.
