@@ -1,6 +1,7 @@
 package status
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -29,14 +30,17 @@ func TestPageShowsSDSSubscribers(t *testing.T) {
 	if rows["billing"].Subscribers != 42 || rows["search"].Subscribers != 0 {
 		t.Fatalf("rows %+v", rows)
 	}
-	rec := httptest.NewRecorder()
-	p.ServeHTML(rec, httptest.NewRequest("GET", "/status", nil))
-	if !strings.Contains(rec.Body.String(), "pushed to 42 SDS subscribers") {
+	if !strings.Contains(served(p.ServeHTML, "/status"), "pushed to 42 SDS subscribers") {
 		t.Fatal("the page does not show the subscribers")
 	}
-	rec = httptest.NewRecorder()
-	p.ServeJSON(rec, httptest.NewRequest("GET", "/status.json", nil))
-	if !strings.Contains(rec.Body.String(), `"sds_subscribers": 42`) {
+	if !strings.Contains(served(p.ServeJSON, "/status.json"), `"sds_subscribers": 42`) {
 		t.Fatal("status.json does not show the subscribers")
 	}
+}
+
+// served is the body serve writes for a GET of path.
+func served(serve func(http.ResponseWriter, *http.Request), path string) string {
+	rec := httptest.NewRecorder()
+	serve(rec, httptest.NewRequest("GET", path, nil))
+	return rec.Body.String()
 }
