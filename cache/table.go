@@ -25,7 +25,7 @@ import (
 // The table is a fixed set of shards, picked by a seeded hash of the ID, each
 // an open-addressing array of cells under a RWMutex: linear probing from the
 // hash's home cell, growth by doubling, deletion by backward shift (no
-// tombstones). A cell is 64 bytes, one CPU cache line (the arrays are
+// tombstones), shrinking by halving at 1/8 full. A cell is 64 bytes, one CPU cache line (the arrays are
 // power-of-two sizes of at least 512 bytes, so Go's allocator aligns them).
 // Readers take the read lock and add hits atomically; every write of a
 // cell's token and stamp (store) and every move of a cell (growth, a
@@ -355,9 +355,11 @@ func (sh *shard) insert(tag uint32, s *slot) {
 }
 
 // grow doubles sh's array; sh.mu write-held.
-func (sh *shard) grow() {
+func (sh *shard) grow() { sh.resize(max(minCells, 2*len(sh.cells))) }
+
+// resize moves sh's cells to a new array of size cells; sh.mu write-held.
+func (sh *shard) resize(size int) {
 	cells := sh.cells
-	size := max(minCells, 2*len(cells))
 	sh.cells = make([]cell, size)
 	mask := uint32(size - 1)
 	for j := range cells {
@@ -386,6 +388,12 @@ func (sh *shard) delete(i uint32) {
 	}
 	cells[i].take(&cell{})
 	sh.n--
+	// Halve at 1/8 full (to 1/4; it doubles at 7/8), so a table that held
+	// 100k keys and now holds a few does not keep 8 MB of empty cells: a
+	// reload that drops credentials, or broker clients forgotten.
+	if len(cells) > minCells && sh.n*8 < len(cells) {
+		sh.resize(len(cells) / 2)
+	}
 }
 
 // take makes c a copy of o; the shard's write lock is held, so no reader

@@ -26,7 +26,7 @@ func TestShardAgainstMap(t *testing.T) {
 	ref := map[string]*slot{}
 	toks := map[*slot]*credential.Token{}
 	hits := map[*slot]uint64{}
-	maxN := 0
+	maxN, maxLen := 0, 0
 	for step := range 6_000 {
 		id := fmt.Sprint("k", rng.IntN(300))
 		tag := tagOf(id)
@@ -57,7 +57,7 @@ func TestShardAgainstMap(t *testing.T) {
 			sh.cells[i].hits.Add(1)
 			hits[s]++
 		}
-		maxN = max(maxN, sh.n)
+		maxN, maxLen = max(maxN, sh.n), max(maxLen, len(sh.cells))
 		if sh.n != len(ref) {
 			t.Fatalf("step %d: n = %d, map has %d", step, sh.n, len(ref))
 		}
@@ -88,8 +88,49 @@ func TestShardAgainstMap(t *testing.T) {
 			}
 		}
 	}
-	if maxN < 100 || len(sh.cells)*maxLoad < maxN*8 {
-		t.Fatalf("%d cells for up to %d keys: the test never grew the array far", len(sh.cells), maxN)
+	if maxN < 100 || maxLen*maxLoad < maxN*8 {
+		t.Fatalf("%d cells for up to %d keys: the test never grew the array far", maxLen, maxN)
+	}
+}
+
+// TestShardShrinks: a shard that held thousands of keys and now holds a
+// few gives its cells back (halving at 1/8 full), keeps every key it
+// still has with its token and hits, and grows again when keys return.
+func TestShardShrinks(t *testing.T) {
+	var sh shard
+	tagOf := func(id string) uint32 { return 1<<31 | uint32(hashID(id)>>32) }
+	toks := map[string]*credential.Token{}
+	for i := range 5_000 {
+		id := fmt.Sprint("k", i)
+		s := &slot{id: id}
+		sh.insert(tagOf(id), s)
+		c := &sh.cells[sh.find(tagOf(id), id)]
+		c.cur = &credential.Token{Value: id}
+		c.hits.Store(uint64(i))
+		toks[id] = c.cur
+	}
+	full := len(sh.cells)
+	for i := 10; i < 5_000; i++ {
+		id := fmt.Sprint("k", i)
+		sh.delete(uint32(sh.find(tagOf(id), id)))
+		delete(toks, id)
+	}
+	if len(sh.cells) > 128 || len(sh.cells)*8 > full {
+		t.Fatalf("%d cells left for %d keys (%d at the most)", len(sh.cells), sh.n, full)
+	}
+	for i := range 10 {
+		id := fmt.Sprint("k", i)
+		j := sh.find(tagOf(id), id)
+		if j < 0 || sh.cells[j].cur != toks[id] || sh.cells[j].hits.Load() != uint64(i) || sh.cells[j].owner.id != id {
+			t.Fatalf("%q lost or mixed up by the shrink (index %d)", id, j)
+		}
+	}
+	for i := 10; i < 5_000; i++ {
+		id := fmt.Sprint("k", i)
+		sh.insert(tagOf(id), &slot{id: id})
+	}
+	if sh.n != 5_000 || len(sh.cells) != full {
+		t.Fatalf("%d keys in %d cells after growing back, want 5000 in %d", sh.n, len(sh.cells), full)
 	}
 }
 
