@@ -215,6 +215,15 @@ func TestSlotFitsItsSizeClass(t *testing.T) {
 	if got := unsafe.Sizeof(cell{}); got != 64 {
 		t.Fatalf("cell is %d bytes, want 64", got)
 	}
+	// ...and an array of 512 cells or more (every shard's, once the table
+	// is larger than the CPU's caches) starts on a cache line (table.go).
+	var sh shard
+	for size := 512; size <= 1<<16; size *= 2 {
+		sh.resize(size)
+		if p := uintptr(unsafe.Pointer(&sh.cells[0])); p%64 != 0 {
+			t.Fatalf("an array of %d cells starts at %#x, off a 64-byte line", size, p)
+		}
+	}
 	if got := unsafe.Sizeof(shard{}); got != 128 {
 		t.Fatalf("shard is %d bytes, want 128 (its lock on lines of its own)", got)
 	}

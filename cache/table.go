@@ -25,8 +25,14 @@ import (
 // The table is a fixed set of shards, picked by a seeded hash of the ID, each
 // an open-addressing array of cells under a RWMutex: linear probing from the
 // hash's home cell, growth by doubling, deletion by backward shift (no
-// tombstones), shrinking by halving at 1/8 full. A cell is 64 bytes, one CPU cache line (the arrays are
-// power-of-two sizes of at least 512 bytes, so Go's allocator aligns them).
+// tombstones), shrinking by halving at 1/8 full. A cell is 64 bytes, one
+// CPU cache line where it matters: an array of 512 cells or more (32 KB;
+// every shard's once the table holds ~30k keys) is a large object, which Go
+// starts on a page (TestSlotFitsItsSizeClass). Smaller arrays of more than
+// 8 cells start 8 bytes past a line (the malloc header Go puts before a
+// small object with pointers over 512 bytes), so their cells span two
+// lines; such a table has at most 2 MB of cells, which the CPU keeps in
+// its caches.
 // Readers take the read lock and add hits atomically; every write of a
 // cell's token and stamp (store) and every move of a cell (growth, a
 // backward shift) happens under the write lock, so no reader sees a token
