@@ -4,19 +4,32 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
 // Purge forgets every cached token of the named credential and reports how
-// many it dropped; known is false when no such credential exists.
-type Purge func(name string) (dropped int, known bool)
+// many it dropped; known is false when no such credential exists. local
+// keeps the shared tier's copy (only this replica's goes).
+type Purge func(name string, local bool) (dropped int, known bool)
 
-// Invalidate serves POST /admin/credentials/{name}/invalidate. When token is
-// not empty the request must carry "Authorization: Bearer <token>".
+// Invalidate serves POST /admin/credentials/{name}/invalidate[?local=true].
+// When token is not empty the request must carry "Authorization: Bearer
+// <token>".
 func Invalidate(token string, purge Purge) http.Handler {
 	return RequireToken(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		n, known := purge(r.PathValue("name"))
+		local := false
+		if v := r.URL.Query().Get("local"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(map[string]string{"error": "local must be true or false"})
+				return
+			}
+			local = b
+		}
+		n, known := purge(r.PathValue("name"), local)
 		if !known {
 			w.WriteHeader(http.StatusNotFound)
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": "no such credential"})

@@ -3,6 +3,7 @@ package admin
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -10,9 +11,12 @@ import (
 func TestInvalidate(t *testing.T) {
 	var purged []string
 	s := New(nil)
-	s.Handle("POST /admin/credentials/{name}/invalidate", Invalidate("adm1n", func(name string) (int, bool) {
+	s.Handle("POST /admin/credentials/{name}/invalidate", Invalidate("adm1n", func(name string, local bool) (int, bool) {
 		if name != "billing" {
 			return 0, false
+		}
+		if local {
+			name += " (local)"
 		}
 		purged = append(purged, name)
 		return 1, true
@@ -26,6 +30,9 @@ func TestInvalidate(t *testing.T) {
 		{"wrong token", "/admin/credentials/billing/invalidate", "Bearer nope", 401, "admin token required"},
 		{"unknown", "/admin/credentials/other/invalidate", "Bearer adm1n", 404, "no such credential"},
 		{"ok", "/admin/credentials/billing/invalidate", "Bearer adm1n", 200, `{"invalidated":1}`},
+		{"local", "/admin/credentials/billing/invalidate?local=true", "Bearer adm1n", 200, `{"invalidated":1}`},
+		{"local false", "/admin/credentials/billing/invalidate?local=false", "Bearer adm1n", 200, `{"invalidated":1}`},
+		{"local garbage", "/admin/credentials/billing/invalidate?local=maybe", "Bearer adm1n", 400, "local must be true or false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,7 +47,7 @@ func TestInvalidate(t *testing.T) {
 			}
 		})
 	}
-	if len(purged) != 1 {
-		t.Errorf("purged %v, want billing once", purged)
+	if want := []string{"billing", "billing (local)", "billing"}; !slices.Equal(purged, want) {
+		t.Errorf("purged %q, want %q", purged, want)
 	}
 }

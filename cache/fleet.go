@@ -101,6 +101,10 @@ func (t *Tokens) acceptable(s *slot, tok credential.Token, ok, refresh bool) *cr
 		return nil
 	}
 	s.mu.Lock()
+	if s.rejects(&tok) { // invalidated here: never adopt it again
+		s.mu.Unlock()
+		return nil
+	}
 	if cur := t.slots.load(s); cur != nil && cur.Expiry.After(tok.Expiry) {
 		e = cur // ours is newer (a refresh raced ahead): keep it
 	} else {

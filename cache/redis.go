@@ -38,6 +38,10 @@ type Shared interface {
 	// for one key one wins, so they converge. It returns the token kept
 	// when it did not store.
 	Offer(ctx context.Context, key Key, tok credential.Token, ttl time.Duration, keep func(credential.Token) bool) (stored bool, kept credential.Token, err error)
+	// Drop deletes key's token if it is a readable one that match
+	// approves, atomically (a compare-and-delete: a token another replica
+	// stored meanwhile stays). It reports whether it deleted one.
+	Drop(ctx context.Context, key Key, match func(credential.Token) bool) (dropped bool, err error)
 	// Lock tries once to take key's fleet mint lock. When held, release must
 	// be called (it frees the lock only if this caller still owns it).
 	Lock(ctx context.Context, key Key) (release func(), held bool, err error)
@@ -527,6 +531,51 @@ func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl ti
 		r.opts.Meter.write(key.Name, "ok")
 	}
 	return stored, kept, nil
+}
+
+// Drop implements Shared with WATCH, GET and MULTI/DEL/EXEC, under every
+// name Load reads (a key rotation may have the token under an old one).
+// Its reads count as lookups.
+func (r *Redis) Drop(ctx context.Context, key Key, match func(credential.Token) bool) (bool, error) {
+	dropped := false
+	for i := range r.nameKeys {
+		name, _ := r.names(i, key.ID)
+		err := r.do(ctx, opSet, name, func(ctx context.Context) error {
+			err := r.client.Watch(ctx, func(tx *redis.Tx) error {
+				old, err := tx.Get(ctx, name).Bytes()
+				switch {
+				case errors.Is(err, redis.Nil):
+					r.opts.Meter.lookup(key.Name, "miss")
+					return nil
+				case err != nil:
+					return err
+				}
+				x, err := r.opts.Sealer.Open(name, old)
+				if err != nil {
+					r.opts.Meter.lookup(key.Name, "unreadable")
+					return nil
+				}
+				r.opts.Meter.lookup(key.Name, "hit")
+				if !match(x) {
+					return nil
+				}
+				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					p.Del(ctx, name)
+					return nil
+				})
+				dropped = dropped || err == nil
+				return err
+			}, name)
+			if errors.Is(err, redis.TxFailedErr) {
+				return nil // another replica wrote the key meanwhile: its token, not the one to drop
+			}
+			return err
+		})
+		if err != nil {
+			return dropped, fmt.Errorf("shared cache: drop: %w", err)
+		}
+	}
+	return dropped, nil
 }
 
 // Lock implements Shared with SET NX PX and a random owner value.

@@ -56,6 +56,21 @@ type trouble struct {
 	nextAttempt time.Time // no mint before this instant
 	lastErr     error
 	lastFailure failure // the latest failed mint, kept after a success (status page)
+	// rejected fingerprints the token an Invalidate dropped (see
+	// fingerprint; 0: none), so that a copy of it still in the shared tier
+	// is not adopted again.
+	rejected uint64
+}
+
+// fingerprint tells tokens apart without keeping their value: a seeded hash
+// of the value and the expiry, never 0.
+func fingerprint(tok *credential.Token) uint64 {
+	return (hashID(tok.Value) ^ uint64(tok.Expiry.UnixNano())*0x9e3779b97f4a7c15) | 1
+}
+
+// rejects reports whether tok is the token an Invalidate dropped; s.mu held.
+func (s *slot) rejects(tok *credential.Token) bool {
+	return s.trouble != nil && s.trouble.rejected != 0 && s.trouble.rejected == fingerprint(tok)
 }
 
 func (s *slot) key() Key { return Key{ID: s.id, Name: s.name, Local: s.local} }

@@ -229,13 +229,46 @@ func (t *Tokens) Held(ctx context.Context, key Key, src credential.Source) (*cre
 	}
 }
 
-// Invalidate forgets key's token so the next Get mints a new one.
-func (t *Tokens) Invalidate(key Key) {
-	if s := t.slots.get(key.ID); s != nil {
-		s.mu.Lock()
-		t.slots.store(s, nil)
-		s.mu.Unlock()
-		t.memo.changed()
+// Invalidate forgets key's token so the next Get mints a new one. With a
+// shared tier, the tier's copy of that very token goes too (a token another
+// replica has stored since stays), and this replica will not adopt that
+// token from the tier again, should another replica's offer write it back:
+// otherwise the next lookup here would read the dropped token straight
+// back. Other replicas keep their own copies until they are invalidated or
+// refresh.
+func (t *Tokens) Invalidate(key Key) { t.invalidate(key, false) }
+
+// InvalidateLocal forgets this replica's token for key and nothing else:
+// the next lookup takes the fleet's from the shared tier when it has one
+// (the token just dropped included), or mints.
+func (t *Tokens) InvalidateLocal(key Key) { t.invalidate(key, true) }
+
+func (t *Tokens) invalidate(key Key, local bool) {
+	s := t.slots.get(key.ID)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	old := t.slots.load(s)
+	t.slots.store(s, nil)
+	shared := old != nil && t.shared(s) && !local
+	if shared {
+		if s.trouble == nil {
+			s.trouble = &trouble{}
+		}
+		s.trouble.rejected = fingerprint(old)
+	}
+	s.mu.Unlock()
+	t.memo.changed()
+	if !shared {
+		return
+	}
+	fp := fingerprint(old)
+	if _, err := t.opts.L2.Drop(t.ctx, s.key(), func(x credential.Token) bool { return fingerprint(&x) == fp }); err != nil {
+		// Not dropped: this replica still will not adopt it (rejected), and
+		// its next mint overwrites it.
+		t.opts.Logger.Warn("invalidated token not dropped from the shared cache",
+			zap.String("credential", s.name), zap.Error(err))
 	}
 }
 

@@ -13,9 +13,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/testpeer"
 )
 
-// missLoad is Checks on every replica with one replica's token invalidated
-// (POST /admin/credentials/fleet/invalidate) before each round, so every
-// round also asks Redis for the fleet's token.
+// missLoad is Checks on every replica with one replica's own copy of the
+// token dropped (POST /admin/credentials/fleet/invalidate?local=true)
+// before each round, so every round also asks Redis for the fleet's token.
 type missLoad struct {
 	stop, done chan struct{}
 
@@ -32,7 +32,7 @@ func startMissLoad(ctx context.Context, t *testing.T, rs *replicaSet) *missLoad 
 		defer tick.Stop()
 		for i := 0; ; i++ {
 			p := rs.procs[i%len(rs.procs)]
-			if resp, err := http.Post("http://"+p.adminAddr+"/admin/credentials/fleet/invalidate", "", nil); err == nil {
+			if resp, err := http.Post("http://"+p.adminAddr+"/admin/credentials/fleet/invalidate?local=true", "", nil); err == nil {
 				resp.Body.Close()
 			}
 			failed, _ := rs.checks(ctx, 30)

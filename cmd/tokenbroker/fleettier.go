@@ -194,6 +194,16 @@ func (f *fleetTier) Offer(ctx context.Context, key cache.Key, tok credential.Tok
 	return c.Offer(ctx, key, tok, ttl, keep)
 }
 
+// Drop implements cache.Shared.
+func (f *fleetTier) Drop(ctx context.Context, key cache.Key, match func(credential.Token) bool) (bool, error) {
+	c := f.acquire()
+	if c == nil {
+		return false, errNoFleet
+	}
+	defer c.release()
+	return c.Drop(ctx, key, match)
+}
+
 // Lock implements cache.Shared. A held lock keeps its client open until
 // released, so the lock is freed where it was taken.
 func (f *fleetTier) Lock(ctx context.Context, key cache.Key) (func(), bool, error) {

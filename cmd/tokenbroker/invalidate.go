@@ -16,6 +16,7 @@ func cmdInvalidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("invalidate", stderr)
 	addr := fs.String("admin", "127.0.0.1:9193", "admin listener address")
 	tokenFile := fs.String("token-file", "", "file holding the admin bearer token (admin.token_file)")
+	local := fs.Bool("local", false, "drop only this replica's copy; keep the fleet's in the shared tier (Redis)")
 	// Accept the name before or after the flags.
 	var name string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -28,10 +29,14 @@ func cmdInvalidate(args []string, stdout, stderr io.Writer) int {
 		name = fs.Arg(0)
 	}
 	if name == "" || fs.NArg() > 1 || (name != "" && fs.NArg() == 1 && fs.Arg(0) != name) {
-		fmt.Fprintln(stderr, "usage: tokenbroker invalidate NAME [--admin ADDR] [--token-file FILE]")
+		fmt.Fprintln(stderr, "usage: tokenbroker invalidate NAME [--admin ADDR] [--token-file FILE] [--local]")
 		return 2
 	}
-	req, err := http.NewRequest(http.MethodPost, "http://"+*addr+"/admin/credentials/"+url.PathEscape(name)+"/invalidate", nil)
+	u := "http://" + *addr + "/admin/credentials/" + url.PathEscape(name) + "/invalidate"
+	if *local {
+		u += "?local=true"
+	}
+	req, err := http.NewRequest(http.MethodPost, u, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "tokenbroker invalidate: %v\n", err)
 		return 2

@@ -152,7 +152,7 @@ func newAdminListener(h *admin.Server, a *assembly, log *zap.Logger) *adminListe
 		build: func(*config.Config) (server, error) {
 			return httpServer{Server: newAdminServer(h), name: "admin", log: log}, nil
 		}}
-	purge := func(name string) (int, bool) {
+	purge := func(name string, local bool) (int, bool) {
 		f, _ := a.decisions.current.Load().(*filter.Filter)
 		if f == nil {
 			return 0, false
@@ -166,12 +166,16 @@ func newAdminListener(h *admin.Server, a *assembly, log *zap.Logger) *adminListe
 		id, n := k.ID, 0
 		for _, st := range a.tokens.Snapshot() {
 			if st.Key.ID == id {
-				a.tokens.Invalidate(st.Key)
+				if local {
+					a.tokens.InvalidateLocal(st.Key)
+				} else {
+					a.tokens.Invalidate(st.Key)
+				}
 				n++
 			}
 		}
 		a.push.invalidate(name) // SDS subscribers stop using the dropped token too
-		log.Info("credential invalidated", zap.String("credential", name), zap.Int("tokens", n))
+		log.Info("credential invalidated", zap.String("credential", name), zap.Int("tokens", n), zap.Bool("local", local))
 		return n, true
 	}
 	h.Handle("POST /admin/credentials/{name}/invalidate", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
