@@ -31,16 +31,45 @@ func (c *MintCounter) key(i int, name string) string {
 	return c.r.opts.KeyPrefix + "budget:{" + keyedTag(c.r.nameKeys[i], "budget", name) + "}"
 }
 
-// Add records one event for name at at, and trims events older than keep.
-func (c *MintCounter) Add(ctx context.Context, name string, at time.Time) error {
+// Event is one mint to record. Its ID makes it count once however often it
+// is recorded: a retry after a reply that was lost, a replay of a mint the
+// shared tier missed while it was away.
+type Event struct {
+	At time.Time
+	ID string
+}
+
+// NewEvent is an event at at with an ID of its own.
+func NewEvent(at time.Time) Event {
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
-	member := strconv.FormatInt(at.UnixNano(), 36) + "." + hex.EncodeToString(nonce[:]) // unique per event
+	return Event{At: at, ID: strconv.FormatInt(at.UnixNano(), 36) + "." + hex.EncodeToString(nonce[:])}
+}
+
+// Add records one event for name at at, and trims events older than keep.
+func (c *MintCounter) Add(ctx context.Context, name string, at time.Time) error {
+	return c.Record(ctx, name, NewEvent(at))
+}
+
+// Record records events for name in one round trip, and trims events older
+// than keep before the latest of them.
+func (c *MintCounter) Record(ctx context.Context, name string, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	latest := events[0].At
+	for _, e := range events[1:] {
+		if e.At.After(latest) {
+			latest = e.At
+		}
+	}
 	key := c.key(0, name)
 	return c.r.do(ctx, opCount, key, func(ctx context.Context) error {
 		_, err := c.r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: member})
-			p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(at.Add(-c.keep).UnixMilli(), 10))
+			for _, e := range events {
+				p.ZAdd(ctx, key, redis.Z{Score: float64(e.At.UnixMilli()), Member: e.ID})
+			}
+			p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(latest.Add(-c.keep).UnixMilli(), 10))
 			p.PExpire(ctx, key, c.keep)
 			return nil
 		})

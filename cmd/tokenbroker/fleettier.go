@@ -38,6 +38,7 @@ type fleetTier struct {
 	metrics  *laterRegistry
 	register sync.Once
 	local    *budget.Memory // mint counts in this process, kept across clients
+	owed     owedMints      // mints Redis missed, replayed when it answers
 
 	cur  atomic.Pointer[redisClient] // nil: no shared tier
 	keep atomic.Int64                // how long Redis keeps mint counts (the longest budget window)
@@ -228,24 +229,145 @@ func (f *fleetTier) LockWait() time.Duration {
 }
 
 // Add implements budget.Counter: in Redis for the fleet and in memory,
-// which answers while Redis is away (budget.Tiered).
+// which answers while Redis is away (as budget.Tiered). A mint Redis missed
+// is owed to it and replayed once it answers again, so the fleet's counts
+// include the mints made during an outage; only a failure of both stores is
+// an error.
 func (f *fleetTier) Add(ctx context.Context, name string, at time.Time) error {
 	c := f.acquire()
 	if c == nil {
 		return f.local.Add(ctx, name, at)
 	}
 	defer c.release()
-	return budget.Tiered{Shared: c.MintCounter(time.Duration(f.keep.Load())), Local: f.local}.Add(ctx, name, at)
+	errL := f.local.Add(ctx, name, at)
+	mc, e := c.MintCounter(time.Duration(f.keep.Load())), cache.NewEvent(at)
+	if err := mc.Record(ctx, name, e); err != nil {
+		f.owed.owe(name, e, f.log)
+		return errL
+	}
+	f.repay(ctx, mc)
+	return nil
 }
 
-// Count implements budget.Counter.
+// Count implements budget.Counter: Redis's count, or this process's while
+// Redis fails. Mints owed to Redis are replayed first.
 func (f *fleetTier) Count(ctx context.Context, name string, since, until time.Time) (int64, error) {
 	c := f.acquire()
 	if c == nil {
 		return f.local.Count(ctx, name, since, until)
 	}
 	defer c.release()
-	return budget.Tiered{Shared: c.MintCounter(time.Duration(f.keep.Load())), Local: f.local}.Count(ctx, name, since, until)
+	mc := c.MintCounter(time.Duration(f.keep.Load()))
+	f.repay(ctx, mc)
+	return budget.Tiered{Shared: mc, Local: f.local}.Count(ctx, name, since, until)
+}
+
+// repay replays up to repayNames names' owed mints into mc, one round trip
+// each, stopping at the first failure (they stay owed).
+func (f *fleetTier) repay(ctx context.Context, mc *cache.MintCounter) {
+	batch := f.owed.take(repayNames)
+	for i, b := range batch {
+		if err := mc.Record(ctx, b.name, b.events...); err != nil {
+			for _, b := range batch[i:] {
+				f.owed.giveBack(b.name, b.events)
+			}
+			return
+		}
+	}
+	if len(batch) > 0 {
+		f.owed.repaid(len(batch), f.log)
+	}
+}
+
+const (
+	// maxOwed bounds the mints kept to replay (~80 B each: ~1.6 MB); an
+	// outage long and busy enough to fill it loses the rest from the
+	// fleet's counts (each replica still counts its own), and says so.
+	maxOwed = 20_000
+	// repayNames bounds the names replayed per budget call, so a call
+	// right after an outage waits for a few more round trips, not all.
+	repayNames = 8
+)
+
+// owedMints are mints recorded in this process only because Redis failed.
+type owedMints struct {
+	mu      sync.Mutex // guards the fields below
+	byName  map[string][]cache.Event
+	n       int   // events in byName
+	dropped int64 // past maxOwed since the last time all were repaid
+	owing   bool  // something was owed since the last time all were repaid
+}
+
+type owedName struct {
+	name   string
+	events []cache.Event
+}
+
+func (o *owedMints) owe(name string, e cache.Event, log *zap.Logger) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n >= maxOwed {
+		if o.dropped++; o.dropped == 1 {
+			log.Warn("the shared tier has been away for more mints than are kept to replay; the fleet's budget counts will miss some",
+				zap.Int("kept", maxOwed))
+		}
+		return
+	}
+	if o.byName == nil {
+		o.byName = make(map[string][]cache.Event)
+	}
+	o.byName[name] = append(o.byName[name], e)
+	o.n++
+	o.owing = true
+}
+
+// take removes and returns up to k names' owed mints.
+func (o *owedMints) take(k int) []owedName {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == 0 {
+		return nil
+	}
+	var out []owedName
+	for name, evs := range o.byName {
+		if len(out) == k {
+			break
+		}
+		out = append(out, owedName{name, evs})
+		delete(o.byName, name)
+		o.n -= len(evs)
+	}
+	return out
+}
+
+// giveBack owes evs again after a replay failed.
+func (o *owedMints) giveBack(name string, evs []cache.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.byName == nil {
+		o.byName = make(map[string][]cache.Event)
+	}
+	o.byName[name] = append(o.byName[name], evs...)
+	o.n += len(evs)
+}
+
+// repaid notes names replayed; once nothing is owed it logs the replay,
+// and how many mints were lost to the bound.
+func (o *owedMints) repaid(names int, log *zap.Logger) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n != 0 || !o.owing {
+		return
+	}
+	o.owing = false
+	if o.dropped > 0 {
+		log.Warn("mints made while the shared tier was away replayed into it, but not all were kept",
+			zap.Int64("lost", o.dropped))
+	} else {
+		log.Info("mints made while the shared tier was away replayed into it")
+	}
+	o.dropped = 0
+	o.byName = nil // its buckets could be sized for a long outage
 }
 
 // newRedis builds a client for cfg. It does not need Redis to be up: one
