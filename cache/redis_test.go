@@ -190,7 +190,7 @@ func TestRedisKilledMidLoadNoFailedGets(t *testing.T) {
 			tk := f.caches[w%3]
 			for i := range perWorker {
 				if i%20 == 0 {
-					tk.Invalidate(key)
+					tk.InvalidateLocal(key) // this replica only: the miss goes to L2
 				}
 				if _, err := tk.Get(context.Background(), key, f.src); err != nil {
 					failed.Add(1)
@@ -446,8 +446,8 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 
 	r.Kill()
 	for range 50 {
-		tk.Settle() // no background refresh may undo the Invalidate
-		tk.Invalidate(key)
+		tk.Settle()             // no background refresh may undo the invalidation
+		tk.InvalidateLocal(key) // this replica only: each Get misses and asks L2
 		if _, err := tk.Get(context.Background(), key, src); err != nil {
 			t.Fatal(err)
 		}
@@ -464,7 +464,7 @@ func TestBreakerLogsOncePerStateChange(t *testing.T) {
 	r.Restart()
 	c.Advance(2 * time.Second)
 	tk.Settle()
-	tk.Invalidate(key)
+	tk.InvalidateLocal(key)
 	if _, err := tk.Get(context.Background(), key, src); err != nil {
 		t.Fatal(err)
 	}
