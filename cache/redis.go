@@ -492,36 +492,18 @@ func (r *Redis) Offer(ctx context.Context, key Key, tok credential.Token, ttl ti
 	var stored bool
 	var kept credential.Token
 	err = r.do(ctx, opSet, name, func(ctx context.Context) error {
-		err := r.client.Watch(ctx, func(tx *redis.Tx) error {
-			old, err := tx.Get(ctx, name).Bytes()
-			switch {
-			case err == nil:
-				x, err := r.opts.Sealer.Open(name, old)
-				if err != nil {
-					r.opts.Meter.lookup(key.Name, "unreadable")
-					break
-				}
-				r.opts.Meter.lookup(key.Name, "hit")
-				if keep(x) {
-					kept = x
-					return nil
-				}
-			case errors.Is(err, redis.Nil):
-				r.opts.Meter.lookup(key.Name, "miss")
-			default:
-				return err
+		return r.watched(ctx, key, name, func(tx *redis.Tx, x credential.Token, ok bool) error {
+			if ok && keep(x) {
+				kept = x
+				return nil
 			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Set(ctx, name, b, ttl)
 				return nil
 			})
 			stored = err == nil
 			return err
-		}, name)
-		if errors.Is(err, redis.TxFailedErr) {
-			return nil // another replica wrote the key meanwhile: an answer, not a failure
-		}
-		return err
+		})
 	})
 	if err != nil {
 		r.opts.Meter.write(key.Name, "error")
@@ -541,41 +523,52 @@ func (r *Redis) Drop(ctx context.Context, key Key, match func(credential.Token) 
 	for i := range r.nameKeys {
 		name, _ := r.names(i, key.ID)
 		err := r.do(ctx, opSet, name, func(ctx context.Context) error {
-			err := r.client.Watch(ctx, func(tx *redis.Tx) error {
-				old, err := tx.Get(ctx, name).Bytes()
-				switch {
-				case errors.Is(err, redis.Nil):
-					r.opts.Meter.lookup(key.Name, "miss")
-					return nil
-				case err != nil:
-					return err
-				}
-				x, err := r.opts.Sealer.Open(name, old)
-				if err != nil {
-					r.opts.Meter.lookup(key.Name, "unreadable")
+			return r.watched(ctx, key, name, func(tx *redis.Tx, x credential.Token, ok bool) error {
+				if !ok || !match(x) {
 					return nil
 				}
-				r.opts.Meter.lookup(key.Name, "hit")
-				if !match(x) {
-					return nil
-				}
-				_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 					p.Del(ctx, name)
 					return nil
 				})
 				dropped = dropped || err == nil
 				return err
-			}, name)
-			if errors.Is(err, redis.TxFailedErr) {
-				return nil // another replica wrote the key meanwhile: its token, not the one to drop
-			}
-			return err
+			})
 		})
 		if err != nil {
 			return dropped, fmt.Errorf("shared cache: drop: %w", err)
 		}
 	}
 	return dropped, nil
+}
+
+// watched reads and opens name's token under WATCH name and hands it to f
+// (ok false: no readable token), counting the read as a lookup; f's
+// MULTI/EXEC fails if another replica wrote the key meanwhile, which is an
+// answer (that replica's token stands), not a failure: watched returns nil.
+func (r *Redis) watched(ctx context.Context, key Key, name string, f func(tx *redis.Tx, tok credential.Token, ok bool) error) error {
+	err := r.client.Watch(ctx, func(tx *redis.Tx) error {
+		var tok credential.Token
+		ok := false
+		switch old, err := tx.Get(ctx, name).Bytes(); {
+		case err == nil:
+			if tok, err = r.opts.Sealer.Open(name, old); err != nil {
+				r.opts.Meter.lookup(key.Name, "unreadable")
+			} else {
+				r.opts.Meter.lookup(key.Name, "hit")
+				ok = true
+			}
+		case errors.Is(err, redis.Nil):
+			r.opts.Meter.lookup(key.Name, "miss")
+		default:
+			return err
+		}
+		return f(tx, tok, ok)
+	}, name)
+	if errors.Is(err, redis.TxFailedErr) {
+		return nil
+	}
+	return err
 }
 
 // Lock implements Shared with SET NX PX and a random owner value.
