@@ -43,18 +43,11 @@ func (h *Hooks) logf() func(credential, format string, args ...any) {
 // set; to build many sources that share their functions at no cost per
 // credential, use Hooks.FromConfig.
 func FromConfig(c *config.Credential, logf func(credential, format string, args ...any)) (Source, error) {
-	if logf == nil {
-		return (*Hooks)(nil).FromConfig(c)
+	src, err := (*Hooks)(nil).FromConfig(c)
+	if cl, ok := src.(*client); ok && logf != nil {
+		return &ClientCredentials{Logf: logf, client: *cl}, nil
 	}
-	switch c.Type {
-	case "", "client_credentials", "token_exchange", "jwt_bearer":
-		cl, err := newClient(c, nil, formatEndpoint(c.Format))
-		if err != nil {
-			return nil, err
-		}
-		return &ClientCredentials{Logf: logf, client: cl}, nil
-	}
-	return (*Hooks)(nil).FromConfig(c)
+	return src, err
 }
 
 // FromConfig builds the Source a credential's `type` asks for, its header
