@@ -252,18 +252,19 @@ func (t *Tokens) invalidate(key Key, local bool) {
 	old := t.slots.load(s)
 	t.slots.store(s, nil)
 	shared := old != nil && t.shared(s) && !local
+	var fp uint64
 	if shared {
 		if s.trouble == nil {
 			s.trouble = &trouble{}
 		}
-		s.trouble.rejected = fingerprint(old)
+		fp = fingerprint(old)
+		s.trouble.rejected = fp
 	}
 	s.mu.Unlock()
 	t.memo.changed()
 	if !shared {
 		return
 	}
-	fp := fingerprint(old)
 	if _, err := t.opts.L2.Drop(t.ctx, s.key(), func(x credential.Token) bool { return fingerprint(&x) == fp }); err != nil {
 		// Not dropped: this replica still will not adopt it (rejected), and
 		// its next mint overwrites it.

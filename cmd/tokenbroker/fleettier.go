@@ -275,7 +275,7 @@ func (f *fleetTier) repay(ctx context.Context, mc *cache.MintCounter) {
 		}
 	}
 	if len(batch) > 0 {
-		f.owed.repaid(len(batch), f.log)
+		f.owed.repaid(f.log)
 	}
 }
 
@@ -351,9 +351,9 @@ func (o *owedMints) giveBack(name string, evs []cache.Event) {
 	o.n += len(evs)
 }
 
-// repaid notes names replayed; once nothing is owed it logs the replay,
-// and how many mints were lost to the bound.
-func (o *owedMints) repaid(names int, log *zap.Logger) {
+// repaid follows a replay; once nothing is owed it logs the replay, and
+// how many mints were lost to the bound.
+func (o *owedMints) repaid(log *zap.Logger) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.n != 0 || !o.owing {
